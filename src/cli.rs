@@ -1,0 +1,139 @@
+//! The command line: serve (default) and `check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use log::{error, info};
+
+use crate::config::Config;
+use crate::service::Service;
+use crate::startup::Application;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "alertmanager-wecom",
+    version,
+    about = "Delivers Prometheus Alertmanager webhooks as WeCom (企业微信) app messages"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration file (YAML). Without it, the bundled example configuration is used.
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:9097; overrides `listen` in the config.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Render and log the exact WeCom requests instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration and templates, then exit (non-zero on any problem).
+    Check,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Command::Check) => check(cli.config.as_deref()),
+        None => serve(cli),
+    }
+}
+
+/// `RUST_LOG` decides; the default is `info`.
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn load(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::from_file(path),
+        None => Config::bundled_example(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    let file = path.map_or("<bundled example>".into(), |p| p.display().to_string());
+    let result = load(path).and_then(|config| {
+        let source = config.source.clone();
+        let service = Service::new(config, true).map_err(|e| format!("{file}: {e}"))?;
+        service
+            .renderer
+            .check_with_samples(&service.config.routes)
+            .map_err(|e| format!("{file}: {e} (rendering a sample notification)"))?;
+        Ok((source, service))
+    });
+    match result {
+        Ok((source, service)) => {
+            println!(
+                "{source}: OK ({} route(s), {} app(s))",
+                service.config.routes.len(),
+                service.config.apps.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cli: Cli) -> ExitCode {
+    let mut config = match load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(message) => {
+            error!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.config.is_none() {
+        info!("no --config given: using the bundled example configuration");
+    }
+    if let Some(listen) = &cli.listen {
+        match listen.parse() {
+            Ok(addr) => config.listen = addr,
+            Err(e) => {
+                error!("--listen {listen:?} is not an address like 0.0.0.0:9097: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let service = match Service::new(config, cli.dry_run) {
+        Ok(service) => service,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let application = Application::build(service)?;
+        application.run_until_stopped().await
+    });
+    match result {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

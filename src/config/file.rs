@@ -1,0 +1,173 @@
+//! The configuration file exactly as written: serde types with defaults. Nothing here is
+//! checked beyond its shape; `config::Config::from_file` turns it into validated values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9097";
+pub const DEFAULT_API_URL: &str = "https://qyapi.weixin.qq.com/cgi-bin/";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub wecom: WeComSection,
+    #[serde(default)]
+    pub server: ServerSection,
+    pub apps: Vec<AppSection>,
+    pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub templates: TemplatesSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeComSection {
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Timeout of one HTTP call to WeCom.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time budget for delivering one message, retries included.
+    #[serde(default = "default_delivery_deadline", with = "humantime_serde")]
+    pub delivery_deadline: Duration,
+    /// How long an accepted message is remembered so a re-sent group is not delivered twice.
+    #[serde(default = "default_dedup_window", with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Ask WeCom to drop identical requests within `dedup_window` (`enable_duplicate_check`).
+    #[serde(default = "default_true")]
+    pub duplicate_check: bool,
+}
+
+impl Default for WeComSection {
+    fn default() -> Self {
+        WeComSection {
+            api_url: default_api_url(),
+            timeout: default_timeout(),
+            delivery_deadline: default_delivery_deadline(),
+            dedup_window: default_dedup_window(),
+            duplicate_check: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    pub name: String,
+    pub corp_id: String,
+    pub agent_id: i64,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// `safe: true` sends confidential messages (no forwarding, watermark).
+    #[serde(default)]
+    pub safe: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: String,
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    pub app: String,
+    pub msgtype: String,
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub to: RecipientsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientsSection {
+    #[serde(default, deserialize_with = "ids")]
+    pub users: Vec<String>,
+    #[serde(default, deserialize_with = "ids")]
+    pub parties: Vec<String>,
+    #[serde(default, deserialize_with = "ids")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesSection {
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+impl Default for TemplatesSection {
+    fn default() -> Self {
+        TemplatesSection {
+            dir: None,
+            timezone: default_timezone(),
+        }
+    }
+}
+
+/// Party and tag ids are numbers in WeCom; accept `2` as well as `"2"` so YAML users do
+/// not have to quote them.
+fn ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    let raw: Vec<Id> = Vec::deserialize(deserializer)?;
+    Ok(raw
+        .into_iter()
+        .map(|id| match id {
+            Id::Text(s) => s,
+            Id::Number(n) => n.to_string(),
+        })
+        .collect())
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_api_url() -> String {
+    DEFAULT_API_URL.to_string()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_delivery_deadline() -> Duration {
+    Duration::from_secs(6)
+}
+fn default_dedup_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,416 @@
+//! Configuration: the YAML file (`file`), validated into typed values that the rest of the
+//! service relies on without re-checking.
+
+mod file;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+use crate::route::matcher::{parse_matchers, Matcher};
+use crate::secret::Secret;
+
+pub use file::{DEFAULT_API_URL, DEFAULT_LISTEN};
+
+/// The example configuration shipped inside the binary; used when no `--config` is given.
+pub const BUNDLED_EXAMPLE: &str = include_str!("../../examples/config.yml");
+const BUNDLED_NAME: &str = "<bundled examples/config.yml>";
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages (a path, or the bundled example).
+    pub source: String,
+    pub listen: SocketAddr,
+    pub wecom: WeComSettings,
+    pub server: ServerSettings,
+    pub apps: Vec<AppConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub templates: TemplateSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WeComSettings {
+    /// Base URL of the WeCom API, always ending in `/`.
+    pub api_url: String,
+    pub timeout: Duration,
+    pub delivery_deadline: Duration,
+    pub dedup_window: Duration,
+    pub duplicate_check: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub max_body_bytes: usize,
+}
+
+/// One WeCom app (企业应用): the credentials a token is fetched with.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub corp_id: String,
+    pub agent_id: i64,
+    /// `None` when no secret is configured: the app runs in dry-run mode.
+    pub secret: Option<Secret>,
+    pub safe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MsgType {
+    Text,
+    Markdown,
+    Textcard,
+}
+
+impl MsgType {
+    pub const ALL: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::Textcard];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MsgType::Text => "text",
+            MsgType::Markdown => "markdown",
+            MsgType::Textcard => "textcard",
+        }
+    }
+
+    fn parse(value: &str) -> Option<MsgType> {
+        MsgType::ALL.into_iter().find(|t| t.as_str() == value)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matchers: Vec<Matcher>,
+    pub app: String,
+    pub msgtype: MsgType,
+    /// Template name: a built-in or a file of `templates.dir` (without `.hbs`).
+    pub template: String,
+    pub to: Recipients,
+}
+
+/// WeCom recipients: user ids, department (party) ids and tag ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recipients {
+    pub users: Vec<String>,
+    pub parties: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+impl Recipients {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.parties.is_empty() && self.tags.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateSettings {
+    pub dir: Option<PathBuf>,
+    pub timezone: Tz,
+}
+
+/// Why a configuration was refused. Messages name the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths inside it (template
+    /// directory, secret files) are resolved against the file's directory.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_yaml(&text, &path.display().to_string(), &base_dir)
+    }
+
+    /// The bundled example configuration (relative paths resolve against the working directory).
+    pub fn bundled_example() -> Result<Config, ConfigError> {
+        Config::from_yaml(BUNDLED_EXAMPLE, BUNDLED_NAME, Path::new(""))
+    }
+
+    /// Validates configuration text; `source` names it in error messages.
+    pub fn from_yaml(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: source.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let raw: file::ConfigFile = parse_yaml(text).map_err(|(key, message)| invalid(&key, message))?;
+
+        let listen: SocketAddr = raw.listen.parse().map_err(|e| {
+            invalid(
+                "listen",
+                format!("{:?} is not an address like 0.0.0.0:9097: {e}", raw.listen),
+            )
+        })?;
+
+        let wecom = WeComSettings {
+            api_url: normalize_api_url(&raw.wecom.api_url).map_err(|m| invalid("wecom.api_url", m))?,
+            timeout: positive(raw.wecom.timeout).map_err(|m| invalid("wecom.timeout", m))?,
+            delivery_deadline: positive(raw.wecom.delivery_deadline)
+                .map_err(|m| invalid("wecom.delivery_deadline", m))?,
+            dedup_window: raw.wecom.dedup_window,
+            duplicate_check: raw.wecom.duplicate_check,
+        };
+        if raw.wecom.duplicate_check && wecom.dedup_window > Duration::from_secs(4 * 3600) {
+            return Err(invalid(
+                "wecom.dedup_window",
+                "WeCom's duplicate check allows at most 4h; lower it or set wecom.duplicate_check: false"
+                    .into(),
+            ));
+        }
+        if raw.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be greater than 0".into()));
+        }
+
+        let mut apps = Vec::with_capacity(raw.apps.len());
+        let mut app_names = HashSet::new();
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let key = |field: &str| format!("apps[{i}].{field}");
+            if app.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty".into()));
+            }
+            if !app_names.insert(app.name.clone()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("duplicate app name {:?}", app.name),
+                ));
+            }
+            let corp_id = expand_env(&app.corp_id).map_err(|m| invalid(&key("corp_id"), m))?;
+            if corp_id.trim().is_empty() {
+                return Err(invalid(&key("corp_id"), "must not be empty".into()));
+            }
+            if app.agent_id <= 0 {
+                return Err(invalid(
+                    &key("agent_id"),
+                    "must be the app's positive AgentId".into(),
+                ));
+            }
+            let secret = match (app.secret, app.secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        &key("secret"),
+                        "set either secret or secret_file, not both".into(),
+                    ))
+                }
+                (Some(value), None) => Some(expand_env(&value).map_err(|m| invalid(&key("secret"), m))?),
+                (None, Some(path)) => {
+                    let path = expand_env(&path).map_err(|m| invalid(&key("secret_file"), m))?;
+                    if path.is_empty() {
+                        None
+                    } else {
+                        let path = base_dir.join(path);
+                        let content = std::fs::read_to_string(&path).map_err(|e| {
+                            invalid(
+                                &key("secret_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            )
+                        })?;
+                        Some(content.trim().to_string())
+                    }
+                }
+                (None, None) => None,
+            };
+            apps.push(AppConfig {
+                name: app.name,
+                corp_id,
+                agent_id: app.agent_id,
+                secret: secret.filter(|s| !s.is_empty()).map(Secret::new),
+                safe: app.safe,
+            });
+        }
+
+        if raw.routes.is_empty() {
+            return Err(invalid("routes", "at least one route is needed".into()));
+        }
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        let mut route_names = HashSet::new();
+        for (i, route) in raw.routes.into_iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if route.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty".into()));
+            }
+            if !route_names.insert(route.name.clone()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("duplicate route name {:?}", route.name),
+                ));
+            }
+            let mut matchers = Vec::new();
+            for (j, text) in route.matchers.iter().enumerate() {
+                let parsed = parse_matchers(text)
+                    .map_err(|e| invalid(&key(&format!("matchers[{j}]")), format!("{text:?}: {e}")))?;
+                matchers.extend(parsed);
+            }
+            if !app_names.contains(&route.app) {
+                return Err(invalid(
+                    &key("app"),
+                    format!(
+                        "no app named {:?} (apps: {})",
+                        route.app,
+                        sorted_names(&app_names)
+                    ),
+                ));
+            }
+            let msgtype = MsgType::parse(&route.msgtype).ok_or_else(|| {
+                invalid(
+                    &key("msgtype"),
+                    format!("{:?} is not one of text, markdown, textcard", route.msgtype),
+                )
+            })?;
+            let to = Recipients {
+                users: clean_ids(route.to.users),
+                parties: clean_ids(route.to.parties),
+                tags: clean_ids(route.to.tags),
+            };
+            if to.is_empty() {
+                return Err(invalid(
+                    &key("to"),
+                    "needs at least one of users, parties, tags".into(),
+                ));
+            }
+            if let Some(bad) = to
+                .parties
+                .iter()
+                .chain(&to.tags)
+                .find(|id| id.parse::<u64>().is_err())
+            {
+                return Err(invalid(
+                    &key("to"),
+                    format!("party and tag ids are numbers, got {bad:?}"),
+                ));
+            }
+            routes.push(RouteConfig {
+                name: route.name,
+                matchers,
+                app: route.app,
+                msgtype,
+                template: route.template.unwrap_or_else(|| msgtype.as_str().to_string()),
+                to,
+            });
+        }
+
+        let timezone: Tz = raw.templates.timezone.parse().map_err(|_| {
+            invalid(
+                "templates.timezone",
+                format!(
+                    "unknown time zone {:?} (use an IANA name like Asia/Shanghai)",
+                    raw.templates.timezone
+                ),
+            )
+        })?;
+        let dir = raw.templates.dir.map(|dir| base_dir.join(dir));
+        if let Some(dir) = &dir {
+            if !dir.is_dir() {
+                return Err(invalid(
+                    "templates.dir",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+
+        Ok(Config {
+            source: source.to_string(),
+            listen,
+            wecom,
+            server: ServerSettings {
+                max_body_bytes: raw.server.max_body_bytes,
+            },
+            apps,
+            routes,
+            templates: TemplateSettings { dir, timezone },
+        })
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|app| app.name == name)
+    }
+}
+
+/// Parses YAML, reporting the path of the offending key and the position on failure.
+fn parse_yaml(text: &str) -> Result<file::ConfigFile, (String, String)> {
+    let deserializer = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let key = if path == "." {
+            "(top level)".to_string()
+        } else {
+            path
+        };
+        let inner = err.into_inner();
+        let message = inner.to_string();
+        let message = match inner.location() {
+            Some(at) if !message.contains("line") => {
+                format!("{message} at line {}, column {}", at.line(), at.column())
+            }
+            _ => message,
+        };
+        (key, message)
+    })
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.
+fn expand_env(value: &str) -> Result<String, String> {
+    shellexpand::env(value)
+        .map(|expanded| expanded.into_owned())
+        .map_err(|e| {
+            format!(
+                "environment variable {} is not set (use ${{{}:-}} for an empty default)",
+                e.var_name, e.var_name
+            )
+        })
+}
+
+fn normalize_api_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{value:?} must be an http(s) URL"));
+    }
+    if url.query().is_some() {
+        return Err(format!("{value:?} must not carry a query string"));
+    }
+    let mut text = url.to_string();
+    if !text.ends_with('/') {
+        text.push('/');
+    }
+    Ok(text)
+}
+
+fn positive(value: Duration) -> Result<Duration, String> {
+    if value.is_zero() {
+        Err("must be greater than 0".into())
+    } else {
+        Ok(value)
+    }
+}
+
+fn clean_ids(ids: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    ids.into_iter()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty() && seen.insert(id.clone()))
+        .collect()
+}
+
+fn sorted_names(names: &HashSet<String>) -> String {
+    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests;

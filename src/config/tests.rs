@@ -1,0 +1,182 @@
+use std::io::Write;
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1000002}]
+routes: [{name: all, app: ops, msgtype: markdown, to: {tags: [1]}}]
+"#;
+
+fn load(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, "test.yml", Path::new(""))
+}
+
+fn error(yaml: &str) -> String {
+    load(yaml).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_fill_in_everything_optional() {
+    let config = load(MINIMAL).unwrap();
+    assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(config.wecom.api_url, DEFAULT_API_URL);
+    assert_eq!(config.wecom.delivery_deadline, Duration::from_secs(6));
+    assert!(
+        config.wecom.delivery_deadline < Duration::from_secs(10),
+        "under Alertmanager's minimum"
+    );
+    assert_eq!(config.routes[0].template, "markdown");
+    assert_eq!(config.routes[0].to.tags, vec!["1"]);
+    assert!(config.routes[0].matchers.is_empty());
+    assert!(config.apps[0].secret.is_none());
+    assert_eq!(config.templates.timezone, chrono_tz::UTC);
+}
+
+#[test]
+fn the_bundled_example_is_valid() {
+    let config = Config::bundled_example().unwrap();
+    assert!(!config.routes.is_empty());
+    assert_eq!(config.templates.timezone, chrono_tz::Asia::Shanghai);
+}
+
+#[test]
+fn the_api_url_always_ends_with_a_slash() {
+    let config = load(&format!(
+        "wecom: {{api_url: 'http://proxy.internal:8080/cgi-bin'}}\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(config.wecom.api_url, "http://proxy.internal:8080/cgi-bin/");
+    assert!(error(&format!("wecom: {{api_url: 'ftp://x/'}}\n{MINIMAL}")).contains("wecom.api_url"));
+}
+
+#[test]
+fn secrets_come_from_the_environment_or_a_file_and_never_print() {
+    std::env::set_var("AMW_TEST_SECRET", "TESTSECRET-from-env");
+    let yaml = MINIMAL.replace(
+        "agent_id: 1000002",
+        "agent_id: 1000002, secret: '${AMW_TEST_SECRET}'",
+    );
+    let config = load(&yaml).unwrap();
+    let secret = config.apps[0].secret.as_ref().unwrap();
+    assert_eq!(secret.expose(), "TESTSECRET-from-env");
+    assert!(!format!("{config:?}").contains("TESTSECRET"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = std::fs::File::create(dir.path().join("ops-secret")).unwrap();
+    writeln!(file, "TESTSECRET-from-file").unwrap();
+    let yaml = MINIMAL.replace("agent_id: 1000002", "agent_id: 1000002, secret_file: ops-secret");
+    let config = Config::from_yaml(&yaml, "test.yml", dir.path()).unwrap();
+    assert_eq!(
+        config.apps[0].secret.as_ref().unwrap().expose(),
+        "TESTSECRET-from-file"
+    );
+}
+
+#[test]
+fn an_empty_secret_means_dry_run_for_that_app() {
+    let yaml = MINIMAL.replace(
+        "agent_id: 1000002",
+        "agent_id: 1000002, secret: '${AMW_UNSET_FOR_TEST:-}'",
+    );
+    assert!(load(&yaml).unwrap().apps[0].secret.is_none());
+}
+
+#[test]
+fn an_unreadable_secret_file_names_key_and_path_but_not_content() {
+    let yaml = MINIMAL.replace(
+        "agent_id: 1000002",
+        "agent_id: 1000002, secret_file: /nonexistent/wecom-ops",
+    );
+    let message = error(&yaml);
+    assert!(message.contains("apps[0].secret_file"), "{message}");
+    assert!(message.contains("/nonexistent/wecom-ops"), "{message}");
+}
+
+#[test]
+fn mistakes_are_reported_with_the_file_and_key() {
+    let cases = [
+        (format!("{MINIMAL}\nbogus: 1\n"), "bogus", "unknown field `bogus`"),
+        (
+            MINIMAL.replace("msgtype: markdown", "msgtype: markdown, colour: red"),
+            "routes[0]",
+            "colour",
+        ),
+        (
+            MINIMAL.replace("app: ops", "app: nope"),
+            "routes[0].app",
+            "no app named \"nope\"",
+        ),
+        (
+            MINIMAL.replace("to: {tags: [1]}", "to: {users: []}"),
+            "routes[0].to",
+            "at least one",
+        ),
+        (
+            MINIMAL.replace("to: {tags: [1]}", "to: {tags: [ops-team]}"),
+            "routes[0].to",
+            "numbers",
+        ),
+        (
+            MINIMAL.replace("msgtype: markdown", "msgtype: voice"),
+            "routes[0].msgtype",
+            "voice",
+        ),
+        (
+            MINIMAL.replace("msgtype: markdown", "msgtype: markdown, matchers: ['a=~\"(\"']"),
+            "routes[0].matchers[0]",
+            "column",
+        ),
+        (
+            MINIMAL.replace("agent_id: 1000002", "agent_id: 0"),
+            "apps[0].agent_id",
+            "positive",
+        ),
+        (
+            MINIMAL.replace("agent_id: 1000002", "agent_id: ten"),
+            "apps[0].agent_id",
+            "invalid type",
+        ),
+        (format!("listen: nowhere\n{MINIMAL}"), "listen", "nowhere"),
+        (
+            format!("wecom: {{timeout: 5 parsecs}}\n{MINIMAL}"),
+            "wecom.timeout",
+            "",
+        ),
+        (
+            format!("wecom: {{dedup_window: 5h}}\n{MINIMAL}"),
+            "wecom.dedup_window",
+            "4h",
+        ),
+        (
+            format!("{MINIMAL}\ntemplates: {{timezone: Nowhere/City}}\n"),
+            "templates.timezone",
+            "Nowhere/City",
+        ),
+        (
+            format!("{MINIMAL}\ntemplates: {{dir: /nonexistent/templates}}\n"),
+            "templates.dir",
+            "not a directory",
+        ),
+        (
+            MINIMAL.replace(
+                "routes: [",
+                "routes: [{name: all, app: ops, msgtype: text, to: {tags: [2]}}, ",
+            ),
+            "routes[1].name",
+            "duplicate",
+        ),
+        (
+            "apps: []\nroutes: []\n".to_string(),
+            "routes",
+            "at least one route",
+        ),
+    ];
+    for (yaml, key, message) in cases {
+        let text = error(&yaml);
+        assert!(text.starts_with("test.yml: "), "{text}");
+        let key_part = text.trim_start_matches("test.yml: ").split(": ").next().unwrap();
+        assert!(key_part.starts_with(key), "expected key {key:?} in {text:?}");
+        assert!(text.contains(message), "expected {message:?} in {text:?}");
+    }
+}

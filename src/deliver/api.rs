@@ -1,0 +1,180 @@
+//! The WeCom HTTP API: one call per method, no retries. Success is decided by the JSON
+//! body (`errcode` absent or 0), never by the HTTP status alone.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{Endpoint, WeComError};
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+
+/// An access token and how long WeCom says it lives.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    pub token: Secret,
+    pub expires_in: Duration,
+}
+
+/// What an accepted `message/send` reports back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReceipt {
+    pub msgid: String,
+    pub invalid_users: Vec<String>,
+    pub invalid_parties: Vec<String>,
+    pub invalid_tags: Vec<String>,
+    pub unlicensed_users: Vec<String>,
+}
+
+/// HTTP client for the WeCom API (one connection pool for all apps).
+#[derive(Clone)]
+pub struct WeComApi {
+    http: reqwest::Client,
+    metrics: Metrics,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    msgid: Option<String>,
+    #[serde(default)]
+    invaliduser: Option<String>,
+    #[serde(default)]
+    invalidparty: Option<String>,
+    #[serde(default)]
+    invalidtag: Option<String>,
+    #[serde(default)]
+    unlicenseduser: Option<String>,
+}
+
+impl WeComApi {
+    pub fn new(metrics: Metrics) -> WeComApi {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("alertmanager-wecom/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .expect("the TLS backend initialises");
+        WeComApi { http, metrics }
+    }
+
+    /// `GET gettoken?corpid=…&corpsecret=…`
+    pub async fn get_token(
+        &self,
+        base_url: &str,
+        corp_id: &str,
+        secret: &Secret,
+        timeout: Duration,
+    ) -> Result<TokenGrant, WeComError> {
+        let request = self
+            .http
+            .get(format!("{base_url}gettoken"))
+            .query(&[("corpid", corp_id), ("corpsecret", secret.expose())])
+            .timeout(timeout);
+        let reply = self.call(Endpoint::GetToken, request).await?;
+        let token = reply
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| WeComError::BadReply {
+                endpoint: Endpoint::GetToken,
+                detail: "no access_token in a successful reply".into(),
+            })?;
+        Ok(TokenGrant {
+            token: Secret::new(token),
+            expires_in: Duration::from_secs(reply.expires_in.unwrap_or(7200)),
+        })
+    }
+
+    /// `POST message/send?access_token=…`
+    pub async fn send_message(
+        &self,
+        base_url: &str,
+        token: &Secret,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<SendReceipt, WeComError> {
+        let request = self
+            .http
+            .post(format!("{base_url}message/send"))
+            .query(&[("access_token", token.expose())])
+            .json(body)
+            .timeout(timeout);
+        let reply = self.call(Endpoint::MessageSend, request).await?;
+        let list = |value: Option<String>| -> Vec<String> {
+            value
+                .unwrap_or_default()
+                .split('|')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        Ok(SendReceipt {
+            msgid: reply.msgid.unwrap_or_default(),
+            invalid_users: list(reply.invaliduser),
+            invalid_parties: list(reply.invalidparty),
+            invalid_tags: list(reply.invalidtag),
+            unlicensed_users: list(reply.unlicenseduser),
+        })
+    }
+
+    async fn call(&self, endpoint: Endpoint, request: reqwest::RequestBuilder) -> Result<Reply, WeComError> {
+        let started = Instant::now();
+        let result = self.exchange(endpoint, request).await;
+        self.metrics
+            .api_duration
+            .with_label_values(&[endpoint.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        let errcode = match &result {
+            Ok(_) => "0",
+            Err(error) => error.errcode_label(),
+        };
+        self.metrics
+            .api_requests
+            .with_label_values(&[endpoint.as_str(), errcode])
+            .inc();
+        result
+    }
+
+    async fn exchange(
+        &self,
+        endpoint: Endpoint,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Reply, WeComError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| WeComError::transport(endpoint, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(WeComError::HttpStatus {
+                endpoint,
+                status: status.as_u16(),
+            });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| WeComError::transport(endpoint, e))?;
+        let reply: Reply = serde_json::from_slice(&body).map_err(|e| WeComError::BadReply {
+            endpoint,
+            detail: format!("not a WeCom JSON reply ({e})"),
+        })?;
+        if reply.errcode != 0 {
+            return Err(WeComError::Api {
+                endpoint,
+                errcode: reply.errcode,
+                errmsg: reply.errmsg.chars().take(200).collect(),
+            });
+        }
+        Ok(reply)
+    }
+}

@@ -1,0 +1,251 @@
+//! Failures talking to WeCom, each classified the way the delivery logic and the answer to
+//! Alertmanager need: retry now, refresh the token, or give up.
+
+use std::fmt;
+
+/// Which WeCom endpoint a call went to (a metric label, so a small fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    GetToken,
+    MessageSend,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 2] = [Endpoint::GetToken, Endpoint::MessageSend];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::GetToken => "gettoken",
+            Endpoint::MessageSend => "message/send",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a failure should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The access token is invalid or expired: drop it, fetch a new one, retry once.
+    TokenRejected,
+    /// The app's credentials or network position are wrong; only an operator can fix it.
+    Credentials,
+    /// Worth retrying after a pause: WeCom busy, rate limited, network trouble.
+    Transient,
+    /// The message itself was refused; sending it again gets the same answer.
+    Permanent,
+}
+
+/// One failed call to WeCom. Never holds a URL (the token travels in the query string).
+#[derive(Debug, thiserror::Error)]
+pub enum WeComError {
+    #[error("{endpoint}: {detail}")]
+    Transport { endpoint: Endpoint, detail: String },
+    #[error("{endpoint}: HTTP status {status}")]
+    HttpStatus { endpoint: Endpoint, status: u16 },
+    #[error("{endpoint}: unreadable reply: {detail}")]
+    BadReply { endpoint: Endpoint, detail: String },
+    #[error("{endpoint}: errcode {errcode} ({}): {errmsg}", errcode_meaning(*errcode))]
+    Api {
+        endpoint: Endpoint,
+        errcode: i64,
+        errmsg: String,
+    },
+}
+
+impl WeComError {
+    /// Wraps a reqwest error, dropping the URL it carries.
+    pub fn transport(endpoint: Endpoint, error: reqwest::Error) -> WeComError {
+        let kind = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        let error = error.without_url();
+        let mut detail = format!("{kind}: {error}");
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        WeComError::Transport { endpoint, detail }
+    }
+
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            WeComError::Api { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            WeComError::Transport { .. } | WeComError::BadReply { .. } => ErrorClass::Transient,
+            WeComError::HttpStatus { status, .. } if *status >= 500 || *status == 429 => {
+                ErrorClass::Transient
+            }
+            // A proxy or gateway answering 4xx: not WeCom's verdict on the message.
+            WeComError::HttpStatus { .. } => ErrorClass::Transient,
+            WeComError::Api { errcode, .. } => classify_errcode(*errcode),
+        }
+    }
+
+    /// A short, fixed reason for metrics and the answer to Alertmanager.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WeComError::Transport { .. } => "transport",
+            WeComError::HttpStatus { .. } => "http_status",
+            WeComError::BadReply { .. } => "bad_reply",
+            WeComError::Api { errcode, .. } => match classify_errcode(*errcode) {
+                ErrorClass::TokenRejected => "token_rejected",
+                ErrorClass::Credentials => "credentials",
+                ErrorClass::Transient if matches!(errcode, 45009 | 45033) => "rate_limited",
+                ErrorClass::Transient => "wecom_busy",
+                ErrorClass::Permanent => "rejected",
+            },
+        }
+    }
+
+    /// The value of the `errcode` label on API call metrics.
+    pub fn errcode_label(&self) -> &'static str {
+        match self {
+            WeComError::Transport { .. } => "transport_error",
+            WeComError::HttpStatus { .. } => "http_error",
+            WeComError::BadReply { .. } => "bad_reply",
+            WeComError::Api { errcode, .. } => errcode_label(*errcode),
+        }
+    }
+}
+
+/// Classifies an errcode from a WeCom reply (see shared/wecom-api.md).
+pub fn classify_errcode(errcode: i64) -> ErrorClass {
+    match errcode {
+        40014 | 42001 | 41001 => ErrorClass::TokenRejected,
+        40001 | 40013 | 40091 | 60020 | 48002 | 41002 | 41004 => ErrorClass::Credentials,
+        -1 | 45009 | 45033 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Errcodes that get their own metric label value; the rest are "other".
+pub const KNOWN_ERRCODES: &[(i64, &str)] = &[
+    (0, "0"),
+    (-1, "-1"),
+    (40001, "40001"),
+    (40008, "40008"),
+    (40013, "40013"),
+    (40014, "40014"),
+    (40032, "40032"),
+    (40056, "40056"),
+    (40058, "40058"),
+    (40091, "40091"),
+    (40094, "40094"),
+    (41001, "41001"),
+    (41011, "41011"),
+    (42001, "42001"),
+    (44004, "44004"),
+    (45002, "45002"),
+    (45009, "45009"),
+    (45033, "45033"),
+    (45034, "45034"),
+    (48002, "48002"),
+    (60020, "60020"),
+    (81013, "81013"),
+    (82001, "82001"),
+    (82002, "82002"),
+    (82003, "82003"),
+    (301002, "301002"),
+];
+
+pub fn errcode_label(errcode: i64) -> &'static str {
+    KNOWN_ERRCODES
+        .iter()
+        .find(|(known, _)| *known == errcode)
+        .map(|(_, label)| *label)
+        .unwrap_or("other")
+}
+
+/// What an errcode means, for operators reading logs without the WeCom docs at hand.
+pub fn errcode_meaning(errcode: i64) -> &'static str {
+    match errcode {
+        -1 => "WeCom system busy",
+        40001 => "invalid secret, secret does not belong to this corp, or the app is disabled",
+        40008 => "invalid msgtype",
+        40013 => "invalid corp_id",
+        40014 => "access token invalid",
+        40032 => "more than 1000 users",
+        40056 => "invalid agent_id",
+        40058 => "invalid parameter (markdown content too long?)",
+        40091 => "secret invalid",
+        40094 => "invalid url",
+        41001 => "access token missing",
+        41002 => "corp_id missing",
+        41004 => "secret missing",
+        41011 => "agent_id missing",
+        42001 => "access token expired",
+        44004 => "empty content",
+        45002 => "content too long",
+        45009 => "API frequency limit reached",
+        45033 => "API concurrency limit reached",
+        45034 => "url must be http or https",
+        48002 => "API not allowed for this secret",
+        60020 => "caller IP is not in the app's trusted IPs (configure a fixed egress IP in the WeCom admin console)",
+        81013 => "every user, party and tag is invalid or outside the app's visible range",
+        82001 => "no recipients",
+        82002 => "more than 100 parties",
+        82003 => "more than 100 tags",
+        301002 => "access token belongs to another app than agent_id",
+        _ => "see WeCom's global error code list",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(errcode: i64) -> WeComError {
+        WeComError::Api {
+            endpoint: Endpoint::MessageSend,
+            errcode,
+            errmsg: "x".into(),
+        }
+    }
+
+    #[test]
+    fn errcodes_are_classified_as_the_wecom_docs_say() {
+        for code in [40014, 42001, 41001] {
+            assert_eq!(api(code).class(), ErrorClass::TokenRejected, "{code}");
+        }
+        for code in [40001, 40013, 40091, 60020, 48002] {
+            assert_eq!(api(code).class(), ErrorClass::Credentials, "{code}");
+        }
+        for code in [-1, 45009, 45033] {
+            assert_eq!(api(code).class(), ErrorClass::Transient, "{code}");
+        }
+        for code in [
+            81013, 82001, 40032, 40056, 41011, 301002, 40008, 44004, 45002, 40058, 45034, 40094,
+        ] {
+            assert_eq!(api(code).class(), ErrorClass::Permanent, "{code}");
+        }
+        let status = |status| WeComError::HttpStatus {
+            endpoint: Endpoint::MessageSend,
+            status,
+        };
+        assert_eq!(status(502).class(), ErrorClass::Transient);
+        assert_eq!(api(45009).reason(), "rate_limited");
+    }
+
+    #[test]
+    fn metric_labels_come_from_a_fixed_set() {
+        assert_eq!(errcode_label(81013), "81013");
+        assert_eq!(errcode_label(-1), "-1");
+        assert_eq!(errcode_label(123456), "other");
+    }
+}

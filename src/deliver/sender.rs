@@ -1,0 +1,169 @@
+//! Sending one message through one app: token handling and retries within a deadline.
+
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use serde_json::Value;
+
+use super::api::{SendReceipt, WeComApi};
+use super::error::{ErrorClass, WeComError};
+use super::token::{AccessTokenCache, TokenError};
+use crate::config::AppConfig;
+
+/// WeCom's docs allow retrying a busy answer at most 3 times.
+const MAX_ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why a message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SendFailure {
+    /// Retrying later may work (Alertmanager should retry: 503).
+    #[error("{error}")]
+    Transient {
+        reason: &'static str,
+        errcode: Option<i64>,
+        error: String,
+    },
+    /// WeCom refused this message; the same request will be refused again (422).
+    #[error("{error}")]
+    Permanent {
+        reason: &'static str,
+        errcode: Option<i64>,
+        error: String,
+    },
+}
+
+impl SendFailure {
+    fn from_wecom(error: WeComError) -> SendFailure {
+        let (reason, errcode, text) = (error.reason(), error.errcode(), error.to_string());
+        match error.class() {
+            ErrorClass::Permanent => SendFailure::Permanent {
+                reason,
+                errcode,
+                error: text,
+            },
+            _ => SendFailure::Transient {
+                reason,
+                errcode,
+                error: text,
+            },
+        }
+    }
+
+    /// Credential problems are answered as transient: the operator can fix the secret or
+    /// the trusted IPs, and Alertmanager's retries then deliver the alert instead of
+    /// dropping it. The token cache's backoff keeps those retries away from WeCom.
+    fn from_token(error: TokenError) -> SendFailure {
+        SendFailure::Transient {
+            reason: error.reason(),
+            errcode: error.errcode(),
+            error: error.to_string(),
+        }
+    }
+}
+
+/// How a message went out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Accepted(SendReceipt),
+    /// Dry-run: logged, not sent.
+    DryRun,
+}
+
+/// Delivers messages for one app; in dry-run mode it logs them instead.
+pub struct AppSender {
+    app: AppConfig,
+    base_url: String,
+    api: WeComApi,
+    tokens: Option<AccessTokenCache>,
+    call_timeout: Duration,
+}
+
+impl AppSender {
+    /// `tokens` is `None` in dry-run mode.
+    pub fn new(
+        app: AppConfig,
+        base_url: &str,
+        api: WeComApi,
+        tokens: Option<AccessTokenCache>,
+        call_timeout: Duration,
+    ) -> Self {
+        AppSender {
+            app,
+            base_url: base_url.to_string(),
+            api,
+            tokens,
+            call_timeout,
+        }
+    }
+
+    pub fn app(&self) -> &AppConfig {
+        &self.app
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.tokens.is_none()
+    }
+
+    /// Sends `body` (a complete `message/send` request) before `deadline`: a rejected token
+    /// is replaced and the send retried once; transient failures are retried with capped
+    /// exponential backoff while the deadline allows.
+    pub async fn send(&self, body: &Value, deadline: Instant) -> Result<Sent, SendFailure> {
+        let Some(tokens) = &self.tokens else {
+            info!("dry-run: app {} would send: {body}", self.app.name);
+            return Ok(Sent::DryRun);
+        };
+        let mut attempt = 0;
+        let mut backoff = FIRST_BACKOFF;
+        let mut token_replaced = false;
+        loop {
+            attempt += 1;
+            let timeout = self
+                .call_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let failure = match tokens.get(timeout).await {
+                Err(error) if !error.is_retryable() => return Err(SendFailure::from_token(error)),
+                Err(error) => SendFailure::from_token(error),
+                Ok(token) => {
+                    let timeout = self
+                        .call_timeout
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    match self.api.send_message(&self.base_url, &token, body, timeout).await {
+                        Ok(receipt) => return Ok(Sent::Accepted(receipt)),
+                        Err(error) if error.class() == ErrorClass::TokenRejected && !token_replaced => {
+                            info!(
+                                "app {}: WeCom rejected the access token ({error}); fetching a new one",
+                                self.app.name
+                            );
+                            tokens.invalidate(&token).await;
+                            token_replaced = true;
+                            attempt -= 1; // a token refresh is not a retry of the message
+                            continue;
+                        }
+                        Err(error) => match SendFailure::from_wecom(error) {
+                            permanent @ SendFailure::Permanent { .. } => return Err(permanent),
+                            transient => transient,
+                        },
+                    }
+                }
+            };
+            let pause = jittered(backoff);
+            if attempt >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
+                return Err(failure);
+            }
+            warn!(
+                "app {}: attempt {attempt} failed ({failure}); retrying in {}ms",
+                self.app.name,
+                pause.as_millis()
+            );
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// ±20 % jitter so that replicas retrying the same failure do not march in step.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+}

@@ -1,0 +1,166 @@
+//! `POST /alerts`.
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::future::join_all;
+use log::{debug, warn};
+use serde::Serialize;
+use serde_json::json;
+
+use super::payload::{AlertStatus, WebhookPayload};
+use crate::deliver::{Outcome, RouteReport};
+use crate::route::route_alerts;
+use crate::service::Service;
+
+/// The response body: what happened to each route's share of the notification.
+#[derive(Debug, Serialize)]
+pub struct WebhookReport {
+    pub status: &'static str,
+    pub routes: Vec<RouteReport>,
+    pub unrouted: usize,
+}
+
+pub async fn receive_alerts(
+    request: HttpRequest,
+    body: web::Payload,
+    service: web::Data<Service>,
+) -> HttpResponse {
+    let limit = service.config.server.max_body_bytes;
+    let response = match body.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => handle(&request, &body, &service).await,
+        Ok(Err(error)) => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the request body: {error}"),
+        ),
+        Err(_) => {
+            warn!("rejected webhook: body larger than server.max_body_bytes ({limit} bytes)");
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than server.max_body_bytes ({limit} bytes); lower max_alerts in Alertmanager or raise the limit"),
+            )
+        }
+    };
+    service
+        .metrics
+        .webhooks
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpResponse {
+    if !is_json(request) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json (Alertmanager's webhook payload)",
+        );
+    }
+    let payload = match WebhookPayload::parse(body) {
+        Ok(payload) => payload,
+        Err(error) => {
+            warn!("rejected webhook: {error}");
+            return error_response(StatusCode::BAD_REQUEST, &error.to_string());
+        }
+    };
+    if payload.version != "4" {
+        debug!(
+            "webhook payload version {:?}; handling it as version 4",
+            payload.version
+        );
+    }
+    for alert in &payload.alerts {
+        service
+            .metrics
+            .alerts_received
+            .with_label_values(&[alert.status.as_str()])
+            .inc();
+    }
+
+    let plan = route_alerts(&service.config.routes, &payload.alerts);
+    if !plan.unrouted.is_empty() {
+        service.metrics.alerts_unrouted.inc_by(plan.unrouted.len() as u64);
+        let names: Vec<&str> = plan.unrouted.iter().map(|a| a.name()).collect();
+        warn!(
+            "{} alert(s) of group {} matched no route and were not delivered (add a catch-all route): {}",
+            names.len(),
+            payload.group_key,
+            names.join(", ")
+        );
+    }
+
+    let deliveries = plan.groups.iter().map(|group| async {
+        match service.renderer.render(group.route, &payload, &group.alerts) {
+            Ok(message) => {
+                service
+                    .notifier
+                    .deliver(group.route, &payload.group_key, &message)
+                    .await
+            }
+            Err(error) => {
+                warn!("{error}");
+                service
+                    .metrics
+                    .notifications
+                    .with_label_values(&[&group.route.name, Outcome::FailedPermanent.as_str()])
+                    .inc();
+                RouteReport {
+                    route: group.route.name.clone(),
+                    app: group.route.app.clone(),
+                    msgtype: group.route.msgtype.as_str(),
+                    alerts: group.alerts.len(),
+                    messages: 0,
+                    outcome: Outcome::FailedPermanent,
+                    cut: false,
+                    errcode: None,
+                    error: Some(error.to_string()),
+                }
+            }
+        }
+    });
+    let routes = join_all(deliveries).await;
+
+    // Retryable trouble anywhere: 503, so Alertmanager retries; routes already accepted
+    // are remembered and not sent again. Otherwise a permanent refusal: 422, so
+    // Alertmanager counts the failure without hammering.
+    let (status, summary) = if routes.iter().any(|r| r.outcome == Outcome::FailedTransient) {
+        (StatusCode::SERVICE_UNAVAILABLE, "retry")
+    } else if routes.iter().any(|r| r.outcome == Outcome::FailedPermanent) {
+        (StatusCode::UNPROCESSABLE_ENTITY, "rejected")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let firing = payload
+        .alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing)
+        .count();
+    debug!(
+        "group {}: {} alert(s) ({} firing), answered {}",
+        payload.group_key,
+        payload.alerts.len(),
+        firing,
+        status.as_u16()
+    );
+    HttpResponse::build(status).json(WebhookReport {
+        status: summary,
+        routes,
+        unrouted: plan.unrouted.len(),
+    })
+}
+
+fn is_json(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "status": "error", "error": message }))
+}

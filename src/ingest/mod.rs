@@ -1,0 +1,6 @@
+//! Ingest: the HTTP side facing Alertmanager — the webhook payload and the `/alerts`
+//! handler that routes, renders and delivers it, then answers with a status that makes
+//! Alertmanager's retry logic do the right thing.
+
+pub mod handler;
+pub mod payload;

@@ -1,0 +1,185 @@
+//! Alertmanager's webhook payload (version 4), parsed into typed values at the edge.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Label or annotation names to values. Ordered, so rendering is deterministic.
+pub type LabelSet = BTreeMap<String, String>;
+
+/// One webhook notification: a group of alerts. Unknown fields (newer Alertmanager
+/// versions add some) are ignored; only `alerts` is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPayload {
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub group_key: String,
+    #[serde(default)]
+    pub truncated_alerts: u64,
+    #[serde(default)]
+    pub status: Option<AlertStatus>,
+    #[serde(default)]
+    pub receiver: String,
+    #[serde(default)]
+    pub group_labels: LabelSet,
+    #[serde(default)]
+    pub common_labels: LabelSet,
+    #[serde(default)]
+    pub common_annotations: LabelSet,
+    #[serde(default, rename = "externalURL")]
+    pub external_url: String,
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub status: AlertStatus,
+    pub labels: LabelSet,
+    #[serde(default)]
+    pub annotations: LabelSet,
+    #[serde(default, deserialize_with = "optional_time")]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// `None` for firing alerts: Alertmanager sends the zero time `0001-01-01T00:00:00Z`.
+    #[serde(default, deserialize_with = "optional_time")]
+    pub ends_at: Option<DateTime<Utc>>,
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: String,
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Go's zero `time.Time` means "not set".
+fn optional_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let value: Option<DateTime<Utc>> = Option::deserialize(deserializer)?;
+    Ok(value.filter(|t| t.year() > 1))
+}
+
+/// What is wrong with a request body, with the JSON path and position.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("request body is empty; expected an Alertmanager webhook JSON object")]
+    Empty,
+    #[error("invalid webhook payload at {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("webhook payload has no alerts")]
+    NoAlerts,
+}
+
+impl WebhookPayload {
+    pub fn parse(body: &[u8]) -> Result<WebhookPayload, PayloadError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(PayloadError::Empty);
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let payload: WebhookPayload = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            PayloadError::Invalid {
+                // "?" is serde_path_to_error's unknown segment: an error before any key.
+                path: if path == "." || path == "?" {
+                    "the top level".into()
+                } else {
+                    path
+                },
+                message: err.into_inner().to_string(),
+            }
+        })?;
+        deserializer.end().map_err(|e| PayloadError::Invalid {
+            path: "the end of the body".into(),
+            message: e.to_string(),
+        })?;
+        if payload.alerts.is_empty() {
+            return Err(PayloadError::NoAlerts);
+        }
+        Ok(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CRASHLOOP: &str = include_str!("../../tests/fixtures/firing-crashloop.json");
+    const RESOLVED: &str = include_str!("../../tests/fixtures/resolved-targetdown.json");
+
+    #[test]
+    fn a_captured_firing_payload_parses_with_a_zero_end_time_as_none() {
+        let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+        let alert = &payload.alerts[0];
+        assert_eq!(alert.status, AlertStatus::Firing);
+        assert_eq!(alert.name(), "KubePodCrashLooping");
+        assert!(alert.starts_at.is_some());
+        assert_eq!(alert.ends_at, None);
+        assert_eq!(payload.external_url, "http://vm:19095");
+        assert!(alert.generator_url.starts_with("http://prometheus.example.com"));
+    }
+
+    #[test]
+    fn a_resolved_payload_keeps_its_end_time() {
+        let payload = WebhookPayload::parse(RESOLVED.as_bytes()).unwrap();
+        assert_eq!(payload.alerts[0].status, AlertStatus::Resolved);
+        assert!(payload.alerts[0].ends_at.is_some());
+    }
+
+    #[test]
+    fn unknown_fields_from_newer_alertmanagers_are_accepted() {
+        let body = r#"{"alerts":[{"status":"firing","labels":{"a":"b"}}],"routeLabels":{},"notification_reason":"x"}"#;
+        assert!(WebhookPayload::parse(body.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn errors_say_where_the_payload_is_wrong() {
+        let cases = [
+            ("", "empty"),
+            ("  \n", "empty"),
+            ("not json", "at the top level"),
+            ("{}", "missing field `alerts`"),
+            (r#"{"alerts": {}}"#, "at alerts"),
+            (r#"{"alerts": []}"#, "no alerts"),
+            (
+                r#"{"alerts":[{"status":"burning","labels":{}}]}"#,
+                "alerts[0].status",
+            ),
+            (
+                r#"{"alerts":[{"status":"firing","labels":{"a":1}}]}"#,
+                "alerts[0].labels.a",
+            ),
+            (
+                r#"{"alerts":[{"status":"firing","labels":{}}]} trailing"#,
+                "end of the body",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = WebhookPayload::parse(body.as_bytes()).unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{body:?} gave {err:?}, expected it to mention {expected:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The service's own Prometheus metrics, on a registry per instance (tests run several).
+//! Label values come from small fixed sets and are pre-initialised to 0, so `rate()` and
+//! absence alerts work from the first scrape.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::config::Config;
+use crate::deliver::error::{Endpoint, KNOWN_ERRCODES};
+
+const NAMESPACE: &str = "alertmanager_wecom";
+
+/// Outcomes of delivering one route's notification.
+pub const NOTIFICATION_OUTCOMES: [&str; 5] = [
+    "sent",
+    "duplicate",
+    "dry_run",
+    "failed_transient",
+    "failed_permanent",
+];
+/// Why a token was fetched.
+pub const TOKEN_REFRESH_REASONS: [&str; 3] = ["initial", "expiring", "rejected"];
+/// Why fetching a token failed.
+pub const TOKEN_FAILURE_REASONS: [&str; 2] = ["credentials", "transient"];
+/// Recipients WeCom reported as invalid, by kind.
+pub const RECIPIENT_KINDS: [&str; 4] = ["user", "party", "tag", "unlicensed_user"];
+const EXTRA_ERRCODE_LABELS: [&str; 4] = ["other", "transport_error", "http_error", "bad_reply"];
+
+/// Typed handles to every metric the service exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub alerts_received: IntCounterVec,
+    pub alerts_unrouted: IntCounter,
+    pub webhooks: IntCounterVec,
+    pub notifications: IntCounterVec,
+    pub messages_cut: IntCounterVec,
+    pub api_requests: IntCounterVec,
+    pub api_duration: HistogramVec,
+    pub token_refreshes: IntCounterVec,
+    pub token_failures: IntCounterVec,
+    pub invalid_recipients: IntCounterVec,
+    pub member_rate_limited: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric, pre-initialised for the routes and apps of `config`.
+    pub fn new(config: &Config) -> Metrics {
+        let registry = Registry::new_custom(Some(NAMESPACE.to_string()), None).expect("valid namespace");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric");
+            counter
+        };
+        let alerts_received = counter(
+            "alerts_received_total",
+            "Alerts received from Alertmanager, by alert status.",
+            &["status"],
+        );
+        let webhooks = counter(
+            "webhooks_received_total",
+            "Webhook requests received, by the HTTP status answered.",
+            &["code"],
+        );
+        let notifications = counter(
+            "notifications_total",
+            "Notifications (one route's share of a webhook) by route and outcome.",
+            &["route", "outcome"],
+        );
+        let messages_cut = counter(
+            "messages_cut_total",
+            "Messages that had to be shortened to fit WeCom's limits, by route.",
+            &["route"],
+        );
+        let api_requests = counter(
+            "wecom_api_requests_total",
+            "Calls to the WeCom API by endpoint and errcode (0 is success).",
+            &["endpoint", "errcode"],
+        );
+        let token_refreshes = counter(
+            "token_refreshes_total",
+            "Access tokens fetched, by app and reason.",
+            &["app", "reason"],
+        );
+        let token_failures = counter(
+            "token_failures_total",
+            "Failed access token fetches, by app and reason.",
+            &["app", "reason"],
+        );
+        let invalid_recipients = counter(
+            "invalid_recipients_total",
+            "Recipients WeCom reported as invalid or unlicensed in accepted messages, by app and kind.",
+            &["app", "kind"],
+        );
+        let member_rate_limited = counter(
+            "member_rate_limited_total",
+            "Messages held back (answered 503) because WeCom would silently drop them: a user already got 30 messages from the app this minute.",
+            &["app"],
+        );
+        let alerts_unrouted = IntCounter::with_opts(Opts::new(
+            "alerts_unrouted_total",
+            "Alerts that matched no route and were not delivered.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(alerts_unrouted.clone()))
+            .expect("unique metric");
+        let api_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "wecom_api_request_duration_seconds",
+                "Duration of WeCom API calls.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(api_duration.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Build information; the value is always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+
+        for status in ["firing", "resolved"] {
+            alerts_received.with_label_values(&[status]);
+        }
+        for code in ["200", "400", "413", "415", "422", "503"] {
+            webhooks.with_label_values(&[code]);
+        }
+        for route in &config.routes {
+            messages_cut.with_label_values(&[&route.name]);
+            for outcome in NOTIFICATION_OUTCOMES {
+                notifications.with_label_values(&[&route.name, outcome]);
+            }
+        }
+        for endpoint in Endpoint::ALL {
+            api_duration.with_label_values(&[endpoint.as_str()]);
+            for (_, errcode) in KNOWN_ERRCODES {
+                api_requests.with_label_values(&[endpoint.as_str(), errcode]);
+            }
+            for errcode in EXTRA_ERRCODE_LABELS {
+                api_requests.with_label_values(&[endpoint.as_str(), errcode]);
+            }
+        }
+        for app in &config.apps {
+            member_rate_limited.with_label_values(&[&app.name]);
+            for reason in TOKEN_REFRESH_REASONS {
+                token_refreshes.with_label_values(&[&app.name, reason]);
+            }
+            for reason in TOKEN_FAILURE_REASONS {
+                token_failures.with_label_values(&[&app.name, reason]);
+            }
+            for kind in RECIPIENT_KINDS {
+                invalid_recipients.with_label_values(&[&app.name, kind]);
+            }
+        }
+
+        Metrics {
+            registry,
+            alerts_received,
+            alerts_unrouted,
+            webhooks,
+            notifications,
+            messages_cut,
+            api_requests,
+            api_duration,
+            token_refreshes,
+            token_failures,
+            invalid_recipients,
+            member_rate_limited,
+        }
+    }
+
+    /// The text exposition format for `GET /metrics`.
+    pub fn encode(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

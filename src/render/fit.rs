@@ -1,0 +1,175 @@
+//! Fitting rendered text into WeCom's size limits. Limits are in UTF-8 bytes; a cut never
+//! splits a character and always leaves a visible marker.
+
+/// WeCom's limits for app messages (see shared/wecom-api.md).
+pub const TEXT_MAX_BYTES: usize = 2048;
+pub const MARKDOWN_MAX_BYTES: usize = 2048;
+pub const TEXTCARD_TITLE_MAX_BYTES: usize = 128;
+pub const TEXTCARD_DESCRIPTION_MAX_BYTES: usize = 512;
+pub const TEXTCARD_URL_MAX_BYTES: usize = 2048;
+pub const TEXTCARD_BTNTXT_MAX_CHARS: usize = 4;
+
+/// Appended where text was cut.
+pub const CUT_MARKER: &str = "…";
+
+/// The longest prefix of `text` that is at most `max_bytes` long and ends on a character
+/// boundary.
+pub fn prefix_within(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `text` unchanged if it fits, else cut to fit with [`CUT_MARKER`] at the end.
+/// Returns whether it was cut.
+pub fn cut_to_fit(text: &str, max_bytes: usize) -> (String, bool) {
+    if text.len() <= max_bytes {
+        return (text.to_string(), false);
+    }
+    let room = max_bytes.saturating_sub(CUT_MARKER.len());
+    let mut cut = prefix_within(text, room).trim_end().to_string();
+    cut.push_str(CUT_MARKER);
+    (cut, true)
+}
+
+/// The result of fitting a message that lists alerts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fitted {
+    pub text: String,
+    /// How many alerts the text shows (the rest are summarised by the marker).
+    pub shown: usize,
+    /// Whether anything was left out or cut.
+    pub cut: bool,
+}
+
+/// Fits a message listing `total` alerts into `max_bytes`. `render(k)` renders the message
+/// with the first `k` alerts; `more(n)` is the line that says `n` alerts were left out.
+/// Whole alerts are dropped first (so the reader gets "… and 37 more alerts" rather than a
+/// cut mid-line); only if a single alert does not fit is the text cut.
+pub fn fit_alerts<E>(
+    total: usize,
+    max_bytes: usize,
+    mut render: impl FnMut(usize) -> Result<String, E>,
+    more: impl Fn(usize) -> String,
+) -> Result<Fitted, E> {
+    let all = render(total)?;
+    if all.len() <= max_bytes || total == 0 {
+        let (text, cut) = cut_to_fit(&all, max_bytes);
+        return Ok(Fitted {
+            text,
+            shown: total,
+            cut,
+        });
+    }
+    let with_marker = |text: String, omitted: usize| {
+        let mut text = text.trim_end().to_string();
+        text.push_str(&more(omitted));
+        text
+    };
+    // Largest k in 1..total whose text with the marker fits; sizes grow with k.
+    let (mut low, mut high) = (1, total - 1);
+    let mut best: Option<(usize, String)> = None;
+    while low <= high {
+        let k = low + (high - low) / 2;
+        let candidate = with_marker(render(k)?, total - k);
+        if candidate.len() <= max_bytes {
+            best = Some((k, candidate));
+            low = k + 1;
+        } else {
+            high = k - 1;
+        }
+    }
+    if let Some((shown, text)) = best {
+        return Ok(Fitted {
+            text,
+            shown,
+            cut: true,
+        });
+    }
+    // Even one alert is too long: cut it, keeping the marker for the rest.
+    let marker = more(total - 1);
+    let room = max_bytes.saturating_sub(marker.len());
+    let (first, _) = cut_to_fit(render(1)?.trim_end(), room);
+    let text = if total > 1 { first + &marker } else { first };
+    let (text, _) = cut_to_fit(&text, max_bytes);
+    Ok(Fitted {
+        text,
+        shown: 1,
+        cut: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    #[test]
+    fn a_cut_never_splits_a_chinese_character() {
+        let text = "数据库连接数过高".repeat(100); // 3 bytes a character
+        for max in [10, 11, 12, 100, 2048] {
+            let (cut, was_cut) = cut_to_fit(&text, max);
+            assert!(was_cut);
+            assert!(cut.len() <= max, "{} > {max}", cut.len());
+            assert!(cut.ends_with(CUT_MARKER));
+            assert!(std::str::from_utf8(cut.as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
+    fn text_that_fits_is_left_alone() {
+        assert_eq!(cut_to_fit("short", 5), ("short".to_string(), false));
+        assert_eq!(prefix_within("é", 1), "");
+    }
+
+    fn render_lines(k: usize) -> Result<String, Infallible> {
+        Ok((0..k).map(|i| format!("alert number {i}\n")).collect())
+    }
+
+    #[test]
+    fn whole_alerts_are_dropped_before_anything_is_cut() {
+        let more = |n: usize| format!("\n… and {n} more alerts");
+        let fitted = fit_alerts(100, 200, render_lines, more).unwrap();
+        assert!(fitted.text.len() <= 200);
+        assert!(fitted.cut);
+        assert!(fitted.shown > 1 && fitted.shown < 100);
+        assert!(fitted
+            .text
+            .ends_with(&format!("… and {} more alerts", 100 - fitted.shown)));
+        // the shown alerts are complete lines
+        assert!(fitted
+            .text
+            .contains(&format!("alert number {}\n", fitted.shown - 1)));
+        // and one more would not have fit
+        let one_more = render_lines(fitted.shown + 1).unwrap() + &more(100 - fitted.shown - 1);
+        assert!(one_more.len() > 200);
+    }
+
+    #[test]
+    fn a_message_that_fits_is_not_touched() {
+        let fitted = fit_alerts(3, 2048, render_lines, |n| format!("+{n}")).unwrap();
+        assert_eq!(
+            fitted,
+            Fitted {
+                text: render_lines(3).unwrap(),
+                shown: 3,
+                cut: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_single_huge_alert_is_cut_and_the_rest_still_counted() {
+        let render = |k: usize| -> Result<String, Infallible> { Ok("长".repeat(1000 * k)) };
+        let fitted = fit_alerts(5, 512, render, |n| format!("\n… and {n} more alerts")).unwrap();
+        assert!(fitted.text.len() <= 512);
+        assert!(fitted.text.ends_with("… and 4 more alerts"));
+        assert!(fitted.text.contains(CUT_MARKER));
+        assert_eq!(fitted.shown, 1);
+    }
+}

@@ -1,0 +1,47 @@
+//! The content of a WeCom app message, per msgtype, as it goes on the wire.
+
+use serde_json::{json, Value};
+
+use crate::config::MsgType;
+
+/// Rendered and fitted message content; recipients and agent id are added at delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageContent {
+    Text {
+        content: String,
+    },
+    Markdown {
+        content: String,
+    },
+    Textcard {
+        title: String,
+        description: String,
+        url: String,
+        btntxt: String,
+    },
+}
+
+impl MessageContent {
+    pub fn msgtype(&self) -> MsgType {
+        match self {
+            MessageContent::Text { .. } => MsgType::Text,
+            MessageContent::Markdown { .. } => MsgType::Markdown,
+            MessageContent::Textcard { .. } => MsgType::Textcard,
+        }
+    }
+
+    /// The msgtype-specific object of a `message/send` body, e.g. `{"content": …}`.
+    pub fn body(&self) -> Value {
+        match self {
+            MessageContent::Text { content } | MessageContent::Markdown { content } => {
+                json!({ "content": content })
+            }
+            MessageContent::Textcard {
+                title,
+                description,
+                url,
+                btntxt,
+            } => json!({ "title": title, "description": description, "url": url, "btntxt": btntxt }),
+        }
+    }
+}

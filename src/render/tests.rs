@@ -1,0 +1,151 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::Config;
+use crate::ingest::payload::WebhookPayload;
+
+const CRASHLOOP: &str = include_str!("../../tests/fixtures/firing-crashloop.json");
+const RESOLVED: &str = include_str!("../../tests/fixtures/resolved-targetdown.json");
+
+fn setup(msgtype: &str) -> (Config, Renderer) {
+    let yaml = format!(
+        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: {msgtype}, to: {{tags: [1]}}}}]\ntemplates: {{timezone: Asia/Shanghai}}\n"
+    );
+    let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
+    let renderer = Renderer::new(&config.templates).unwrap();
+    renderer.check_routes(&config.routes).unwrap();
+    (config, renderer)
+}
+
+fn render(msgtype: &str, payloads: &[&str]) -> RenderedMessage {
+    let (config, renderer) = setup(msgtype);
+    let parsed: Vec<WebhookPayload> = payloads
+        .iter()
+        .map(|p| WebhookPayload::parse(p.as_bytes()).unwrap())
+        .collect();
+    let alerts: Vec<&Alert> = parsed.iter().flat_map(|p| &p.alerts).collect();
+    renderer.render(&config.routes[0], &parsed[0], &alerts).unwrap()
+}
+
+fn text_of(message: &RenderedMessage) -> String {
+    match &message.content {
+        MessageContent::Text { content } | MessageContent::Markdown { content } => content.clone(),
+        MessageContent::Textcard {
+            title, description, ..
+        } => format!("{title}\n{description}"),
+    }
+}
+
+#[test]
+fn times_are_shown_in_the_configured_time_zone() {
+    // startsAt 2026-11-25T17:46:42Z is 01:46:42 the next day in Shanghai.
+    for msgtype in ["text", "markdown", "textcard"] {
+        let text = text_of(&render(msgtype, &[CRASHLOOP]));
+        assert!(text.contains("2026-11-26 01:46:42 CST"), "{msgtype}: {text}");
+    }
+}
+
+#[test]
+fn firing_and_resolved_alerts_are_shown_distinctly_firing_first() {
+    for msgtype in ["text", "markdown", "textcard"] {
+        let message = render(msgtype, &[RESOLVED, CRASHLOOP]);
+        let text = text_of(&message);
+        let firing = text.find("KubePodCrashLooping").unwrap();
+        let resolved = text.find("TargetDown").unwrap();
+        assert!(firing < resolved, "{msgtype}: {text}");
+        assert_eq!(message.total_alerts, 2);
+        assert!(!message.cut);
+    }
+    let card = render("textcard", &[RESOLVED, CRASHLOOP]);
+    let MessageContent::Textcard { title, .. } = &card.content else {
+        panic!()
+    };
+    assert!(
+        title.contains("[FIRING:1]") && title.contains("[RESOLVED:1]"),
+        "{title}"
+    );
+}
+
+#[test]
+fn the_labels_that_matter_are_listed_without_repeating_name_and_severity() {
+    let text = text_of(&render("text", &[CRASHLOOP]));
+    assert!(
+        text.contains("namespace=pay") && text.contains("pod=api-7d9f"),
+        "{text}"
+    );
+    assert!(!text.contains("alertname="), "{text}");
+    assert!(text.contains("[FIRING] KubePodCrashLooping (critical)"), "{text}");
+}
+
+#[test]
+fn a_textcard_has_a_plain_title_a_link_and_a_short_button() {
+    let message = render("textcard", &[CRASHLOOP]);
+    let MessageContent::Textcard {
+        title,
+        description,
+        url,
+        btntxt,
+    } = &message.content
+    else {
+        panic!()
+    };
+    assert_eq!(title, "[FIRING:1] KubePodCrashLooping (critical)");
+    assert!(description.contains("<div class=\"highlight\">"), "{description}");
+    assert!(url.starts_with("http://prometheus.example.com"));
+    assert!(btntxt.chars().count() <= fit::TEXTCARD_BTNTXT_MAX_CHARS);
+}
+
+#[test]
+fn a_misspelt_field_is_an_error_naming_template_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("typo.hbs"),
+        "{{#each alerts}}\n{{labels.alertname}} {{annotatoins.summary}}\n{{/each}}",
+    )
+    .unwrap();
+    let yaml = format!(
+        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: text, template: typo, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
+        dir.path().display()
+    );
+    let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
+    let renderer = Renderer::new(&config.templates).unwrap();
+    let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+    let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+    let error = renderer
+        .render(&config.routes[0], &payload, &alerts)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("typo") && error.contains("line 2"), "{error}");
+}
+
+#[test]
+fn a_user_template_overrides_the_built_in_of_the_same_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("text.hbs"), "custom: {{firingCount}} firing").unwrap();
+    let yaml = format!(
+        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: text, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
+        dir.path().display()
+    );
+    let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
+    let renderer = Renderer::new(&config.templates).unwrap();
+    let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+    let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+    let message = renderer.render(&config.routes[0], &payload, &alerts).unwrap();
+    assert_eq!(text_of(&message), "custom: 1 firing");
+}
+
+#[test]
+fn safe_url_keeps_links_inside_their_markup() {
+    let (config, renderer) = setup("markdown");
+    let payload = CRASHLOOP.replace(
+        "http://prometheus.example.com:9090/graph?g0.expr=rate%28kube_pod_container_status_restarts_total%5B10m%5D%29+%3E+0",
+        "http://p.example/graph?q=sum(x) [y]",
+    );
+    let payload = WebhookPayload::parse(payload.as_bytes()).unwrap();
+    let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+    let text = text_of(&renderer.render(&config.routes[0], &payload, &alerts).unwrap());
+    assert!(
+        text.contains("[source](http://p.example/graph?q=sum%28x%29%20%5By%5D)"),
+        "{text}"
+    );
+}

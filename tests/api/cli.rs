@@ -1,0 +1,206 @@
+//! The binary itself: `check`, `--version`, and serving the bundled example in dry-run.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_alertmanager-wecom");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BINARY).args(args).output().expect("binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &tempfile::TempDir, yaml: &str) -> String {
+    let path = dir.path().join("config.yml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    path.display().to_string()
+}
+
+const VALID: &str = r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1000002}]
+routes:
+  - {name: db, matchers: ['team="db"'], app: ops, msgtype: textcard, to: {users: [alice]}}
+"#;
+
+#[test]
+fn check_accepts_a_valid_config_and_the_bundled_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, VALID);
+    let (code, stdout, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    let (code, _, stderr) = run(&["check"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn check_names_the_file_and_key_of_each_configuration_mistake() {
+    let cases = [
+        (
+            VALID.replace("msgtype: textcard", "msgtype: textcard, colour: red"),
+            "routes[0]",
+            "unknown field `colour`",
+        ),
+        (
+            VALID.replace("app: ops, msgtype", "app: dev, msgtype"),
+            "routes[0].app",
+            "no app named \"dev\"",
+        ),
+        (
+            VALID.replace("to: {users: [alice]}", "to: {}"),
+            "routes[0].to",
+            "at least one of users",
+        ),
+        (
+            VALID.replace("msgtype: textcard", "msgtype: news"),
+            "routes[0].msgtype",
+            "not one of",
+        ),
+        (
+            VALID.replace(r#"team="db""#, r#"team=~"(db""#),
+            "routes[0].matchers[0]",
+            "column",
+        ),
+        (
+            VALID.replace(r#"team="db""#, r#"team=="db""#),
+            "routes[0].matchers[0]",
+            "column",
+        ),
+        (
+            VALID.replace("msgtype: textcard,", "msgtype: textcard, template: nope,"),
+            "route \"db\"",
+            "no template named \"nope\"",
+        ),
+        (
+            format!("{VALID}\ntemplates: {{timezone: Mars/Olympus}}\n"),
+            "templates.timezone",
+            "unknown time zone",
+        ),
+        (
+            VALID.replace(
+                "agent_id: 1000002",
+                "agent_id: 1000002, secret_file: /nonexistent/secret",
+            ),
+            "apps[0].secret_file",
+            "/nonexistent/secret",
+        ),
+        (
+            VALID.replace(
+                "agent_id: 1000002",
+                "agent_id: 1000002, secret: \"${SURELY_UNSET_VAR_X}\"",
+            ),
+            "apps[0].secret",
+            "SURELY_UNSET_VAR_X",
+        ),
+    ];
+    for (yaml, key, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(&dir, &yaml);
+        let (code, _, stderr) = run(&["check", "--config", &path]);
+        assert_ne!(code, 0, "{yaml}");
+        assert!(
+            stderr.contains(key) && stderr.contains(message),
+            "expected {key:?} and {message:?} in {stderr}"
+        );
+        if !key.starts_with("route ") {
+            assert!(stderr.contains("config.yml"), "names the file: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn check_reports_a_template_syntax_error_with_template_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("oncall.hbs"),
+        "line one\n{{#each alerts}}\n{{labels.alertname}\n{{/each}}\n",
+    )
+    .unwrap();
+    let yaml = VALID.replace("msgtype: textcard,", "msgtype: text, template: oncall,")
+        + "templates: {dir: templates}\n";
+    let path = write_config(&dir, &yaml);
+    let (code, _, stderr) = run(&["check", "--config", &path]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("oncall") && stderr.contains(":3:"), "{stderr}");
+}
+
+#[test]
+fn check_renders_sample_alerts_so_a_misspelt_field_fails_before_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("oncall.hbs"),
+        "{{#each alerts}}\n{{labels.alertname}} {{annotatoins.summary}}\n{{/each}}\n",
+    )
+    .unwrap();
+    let yaml = VALID.replace("msgtype: textcard,", "msgtype: text, template: oncall,")
+        + "templates: {dir: templates}\n";
+    let path = write_config(&dir, &yaml);
+    let (code, _, stderr) = run(&["check", "--config", &path]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("oncall") && stderr.contains("line 2"), "{stderr}");
+}
+
+#[test]
+fn version_and_help_are_printed() {
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")));
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--dry-run") && stdout.contains("check"));
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_bundled_example_in_dry_run_mode() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BINARY)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("WECOM_SECRET")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while client.get(format!("{url}/-/ready")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the binary did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = client
+        .post(format!("{url}/alerts"))
+        .header("Content-Type", "application/json")
+        .body(CRASHLOOP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(report["routes"][0]["outcome"], "dry_run");
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DRY-RUN"), "{stderr}");
+    assert!(stderr.contains("would send"), "{stderr}");
+}

@@ -1,0 +1,68 @@
+//! Messages are fitted to WeCom's limits: never refused for length, never cut inside a
+//! character, and a cut is always visible. (The fake WeCom rejects anything over a limit.)
+
+use crate::helpers::*;
+
+fn route(msgtype: &str) -> TestConfig {
+    TestConfig::routes(&format!(
+        "routes:\n  - {{name: all, app: ops, msgtype: {msgtype}, to: {{users: [alice]}}}}\n"
+    ))
+}
+
+#[tokio::test]
+async fn a_long_chinese_annotation_is_cut_on_a_character_boundary_in_every_msgtype() {
+    let summary = "数据库连接数过高，请立即检查慢查询。".repeat(200); // ~10 KB
+    let payload = payload_with_alerts(1, r#""alertname":"数据库连接数过高","team":"db""#, &summary);
+    for msgtype in ["markdown", "text", "textcard"] {
+        let app = spawn(route(msgtype)).await;
+        let (status, report) = app.post(&payload).await;
+        assert_eq!(status, 200, "{msgtype}: {report}");
+        assert_eq!(report["routes"][0]["cut"], true);
+        let body = &app.wecom.delivered()[0].body[msgtype];
+        let (text, limit) = match msgtype {
+            "textcard" => (body["description"].as_str().unwrap(), 512),
+            _ => (body["content"].as_str().unwrap(), 2048),
+        };
+        assert!(text.len() <= limit, "{msgtype}: {} bytes", text.len());
+        assert!(text.contains('…'), "{msgtype}: the cut is marked: {text}");
+        // Every character is whole: the text ends with the marker or markup, not a fragment.
+        assert!(text.chars().all(|c| c != char::REPLACEMENT_CHARACTER));
+    }
+}
+
+#[tokio::test]
+async fn a_big_group_lists_whole_alerts_and_summarises_the_rest() {
+    let payload = payload_with_alerts(300, r#""alertname":"HostDown","team":"infra""#, "host is down");
+    for msgtype in ["markdown", "text", "textcard"] {
+        let app = spawn(route(msgtype)).await;
+        let (status, report) = app.post(&payload).await;
+        assert_eq!(status, 200, "{msgtype}: {report}");
+        assert_eq!(report["routes"][0]["alerts"], 300);
+        let body = &app.wecom.delivered()[0].body[msgtype];
+        let text = body
+            .get("description")
+            .or(body.get("content"))
+            .unwrap()
+            .as_str()
+            .unwrap();
+        let shown = text.matches("host is down").count();
+        assert!(shown >= 1, "{msgtype}: {text}");
+        let marker = format!("… and {} more alerts", 300 - shown);
+        assert!(text.contains(&marker), "{msgtype}: expected {marker:?} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_long_textcard_title_is_cut_within_128_bytes() {
+    let name = "非常长的告警名称".repeat(20);
+    let payload = payload_with_alerts(1, &format!(r#""alertname":"{name}","team":"db""#), "x");
+    let app = spawn(route("textcard")).await;
+    let (status, report) = app.post(&payload).await;
+    assert_eq!(status, 200, "{report}");
+    let title = app.wecom.delivered()[0].body["textcard"]["title"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(title.len() <= 128, "{} bytes", title.len());
+    assert!(title.ends_with('…'));
+}

@@ -1,0 +1,97 @@
+//! What `POST /alerts` accepts, and how it refuses what it cannot use.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn malformed_bodies_are_answered_400_saying_what_and_where() {
+    let app = spawn_app().await;
+    let cases = [
+        ("", "empty"),
+        ("{not json", "top level"),
+        ("[]", "top level"),
+        (r#"{"status":"firing"}"#, "missing field `alerts`"),
+        (r#"{"alerts":[]}"#, "no alerts"),
+        (r#"{"alerts":"many"}"#, "alerts"),
+        (
+            r#"{"alerts":[{"status":"firing","labels":{"severity":3}}]}"#,
+            "alerts[0].labels.severity",
+        ),
+        (r#"{"alerts":[{"labels":{}}]}"#, "alerts[0]"),
+        (
+            r#"{"alerts":[{"status":"firing","labels":{},"startsAt":"yesterday"}]}"#,
+            "alerts[0].startsAt",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, report) = app.post(body).await;
+        assert_eq!(status, 400, "{body:?}: {report}");
+        let error = report["error"].as_str().unwrap();
+        assert!(
+            error.contains(expected),
+            "{body:?}: {error:?} should mention {expected:?}"
+        );
+    }
+    assert_eq!(app.wecom.send_calls(), 0);
+    assert_eq!(
+        metric(
+            &app.metrics().await,
+            r#"alertmanager_wecom_webhooks_received_total{code="400"}"#
+        ),
+        cases.len() as f64
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_declared_json_is_answered_415() {
+    let app = spawn_app().await;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut request = app.http.post(format!("{}/alerts", app.address)).body(CRASHLOOP);
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{content_type:?}");
+    }
+    let response = app
+        .http
+        .post(format!("{}/alerts", app.address))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(CRASHLOOP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_body_over_the_configured_limit_is_answered_413() {
+    let app = spawn(TestConfig {
+        top_extra: "server:\n  max_body_bytes: 2000\n".into(),
+        ..TestConfig::default()
+    })
+    .await;
+    let (status, _) = app.post(CRASHLOOP).await;
+    assert_eq!(status, 200);
+    let big = payload_with_alerts(20, r#""alertname":"Big","team":"pay""#, "x");
+    let (status, report) = app.post(&big).await;
+    assert_eq!(status, 413, "{report}");
+    assert!(report["error"].as_str().unwrap().contains("max_body_bytes"));
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_200() {
+    let app = spawn_app().await;
+    for path in ["/-/healthy", "/-/ready"] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real application, over HTTP, against a fake WeCom server.
+
+mod cli;
+mod delivery;
+mod fake_wecom;
+mod fake_wecom_selftest;
+mod fitting;
+mod helpers;
+mod idempotency;
+mod ingest;
+mod observability;
+mod tokens;
+mod wecom_failures;
