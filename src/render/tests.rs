@@ -95,42 +95,35 @@ fn a_textcard_has_a_plain_title_a_link_and_a_short_button() {
     assert!(btntxt.chars().count() <= fit::TEXTCARD_BTNTXT_MAX_CHARS);
 }
 
-#[test]
-fn a_misspelt_field_is_an_error_naming_template_and_line() {
+/// Renders the crashloop fixture through a text route using `NAME.hbs` from a template dir.
+fn render_user_template(name: &str, content: &str) -> Result<RenderedMessage, RenderError> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("typo.hbs"),
-        "{{#each alerts}}\n{{labels.alertname}} {{annotatoins.summary}}\n{{/each}}",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join(format!("{name}.hbs")), content).unwrap();
     let yaml = format!(
-        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: text, template: typo, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
+        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: text, template: {name}, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
         dir.path().display()
     );
     let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
     let renderer = Renderer::new(&config.templates).unwrap();
     let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
     let alerts: Vec<&Alert> = payload.alerts.iter().collect();
-    let error = renderer
-        .render(&config.routes[0], &payload, &alerts)
-        .unwrap_err()
-        .to_string();
+    renderer.render(&config.routes[0], &payload, &alerts)
+}
+
+#[test]
+fn a_misspelt_field_is_an_error_naming_template_and_line() {
+    let error = render_user_template(
+        "typo",
+        "{{#each alerts}}\n{{labels.alertname}} {{annotatoins.summary}}\n{{/each}}",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("typo") && error.contains("line 2"), "{error}");
 }
 
 #[test]
 fn a_user_template_overrides_the_built_in_of_the_same_name() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("text.hbs"), "custom: {{firingCount}} firing").unwrap();
-    let yaml = format!(
-        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: text, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
-        dir.path().display()
-    );
-    let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
-    let renderer = Renderer::new(&config.templates).unwrap();
-    let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
-    let alerts: Vec<&Alert> = payload.alerts.iter().collect();
-    let message = renderer.render(&config.routes[0], &payload, &alerts).unwrap();
+    let message = render_user_template("text", "custom: {{firingCount}} firing").unwrap();
     assert_eq!(text_of(&message), "custom: 1 firing");
 }
 

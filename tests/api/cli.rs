@@ -118,38 +118,30 @@ fn check_names_the_file_and_key_of_each_configuration_mistake() {
     }
 }
 
-#[test]
-fn check_reports_a_template_syntax_error_with_template_line_and_column() {
+/// Runs `check` on a config whose route uses `templates/oncall.hbs` with this content.
+fn check_with_template(template: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
-    std::fs::write(
-        templates.join("oncall.hbs"),
-        "line one\n{{#each alerts}}\n{{labels.alertname}\n{{/each}}\n",
-    )
-    .unwrap();
+    std::fs::write(templates.join("oncall.hbs"), template).unwrap();
     let yaml = VALID.replace("msgtype: textcard,", "msgtype: text, template: oncall,")
         + "templates: {dir: templates}\n";
     let path = write_config(&dir, &yaml);
     let (code, _, stderr) = run(&["check", "--config", &path]);
+    (code, stderr)
+}
+
+#[test]
+fn check_reports_a_template_syntax_error_with_template_line_and_column() {
+    let (code, stderr) = check_with_template("line one\n{{#each alerts}}\n{{labels.alertname}\n{{/each}}\n");
     assert_ne!(code, 0);
     assert!(stderr.contains("oncall") && stderr.contains(":3:"), "{stderr}");
 }
 
 #[test]
 fn check_renders_sample_alerts_so_a_misspelt_field_fails_before_deployment() {
-    let dir = tempfile::tempdir().unwrap();
-    let templates = dir.path().join("templates");
-    std::fs::create_dir(&templates).unwrap();
-    std::fs::write(
-        templates.join("oncall.hbs"),
-        "{{#each alerts}}\n{{labels.alertname}} {{annotatoins.summary}}\n{{/each}}\n",
-    )
-    .unwrap();
-    let yaml = VALID.replace("msgtype: textcard,", "msgtype: text, template: oncall,")
-        + "templates: {dir: templates}\n";
-    let path = write_config(&dir, &yaml);
-    let (code, _, stderr) = run(&["check", "--config", &path]);
+    let (code, stderr) =
+        check_with_template("{{#each alerts}}\n{{labels.alertname}} {{annotatoins.summary}}\n{{/each}}\n");
     assert_ne!(code, 0);
     assert!(stderr.contains("oncall") && stderr.contains("line 2"), "{stderr}");
 }
