@@ -139,7 +139,7 @@ impl Metrics {
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
         }
-        for code in ["200", "400", "413", "415", "422", "503"] {
+        for code in ["200", "400", "401", "413", "415", "422", "503"] {
             webhooks.with_label_values(&[code]);
         }
         for route in &config.routes {

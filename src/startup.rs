@@ -5,9 +5,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use log::{info, warn};
 
+use crate::ingest::auth::refusal;
 use crate::ingest::handler::receive_alerts;
 use crate::service::Service;
 
@@ -71,16 +72,28 @@ impl Application {
     }
 }
 
-async fn metrics(service: web::Data<Service>) -> HttpResponse {
+async fn metrics(request: HttpRequest, service: web::Data<Service>) -> HttpResponse {
+    let auth = &service.config.server.auth;
+    if auth.protect_metrics {
+        if let Some(refused) = refusal(auth, &request) {
+            return refused;
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(service.metrics.encode())
 }
 
-async fn healthy() -> HttpResponse {
+async fn healthy(request: HttpRequest, service: web::Data<Service>) -> HttpResponse {
+    let auth = &service.config.server.auth;
+    if auth.protect_health {
+        if let Some(refused) = refusal(auth, &request) {
+            return refused;
+        }
+    }
     HttpResponse::Ok().body("OK\n")
 }
 
-async fn ready() -> HttpResponse {
-    HttpResponse::Ok().body("OK\n")
+async fn ready(request: HttpRequest, service: web::Data<Service>) -> HttpResponse {
+    healthy(request, service).await
 }

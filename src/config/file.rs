@@ -60,14 +60,49 @@ impl Default for WeComSection {
 pub struct ServerSection {
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// After SIGTERM: how long deliveries in flight may take before the process exits.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             max_body_bytes: default_max_body_bytes(),
+            auth: AuthSection::default(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
+}
+
+/// Credentials callers of `/alerts` and the admin endpoints must present.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthSection>,
+    /// Require the credentials for `/metrics` too.
+    #[serde(default)]
+    pub protect_metrics: bool,
+    /// Require the credentials for `/-/healthy` and `/-/ready` too.
+    #[serde(default)]
+    pub protect_health: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSection {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +199,9 @@ fn default_dedup_window() -> Duration {
 }
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(20)
 }
 fn default_timezone() -> String {
     "UTC".to_string()

@@ -45,6 +45,23 @@ pub struct WeComSettings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub max_body_bytes: usize,
+    pub auth: AuthSettings,
+    pub shutdown_grace: Duration,
+}
+
+/// Inbound authentication. With no credentials configured, every caller is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub bearer_token: Option<Secret>,
+    pub basic_auth: Option<(String, Secret)>,
+    pub protect_metrics: bool,
+    pub protect_health: bool,
+}
+
+impl AuthSettings {
+    pub fn is_enabled(&self) -> bool {
+        self.bearer_token.is_some() || self.basic_auth.is_some()
+    }
 }
 
 /// One WeCom app (企业应用): the credentials a token is fetched with.
@@ -176,6 +193,42 @@ impl Config {
         if raw.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be greater than 0".into()));
         }
+        let raw_auth = raw.server.auth;
+        let bearer_token = resolve_secret(raw_auth.bearer_token, raw_auth.bearer_token_file, base_dir)
+            .map_err(|(field, message)| {
+                invalid(
+                    &format!("server.auth.{}", field.replace("secret", "bearer_token")),
+                    message,
+                )
+            })?;
+        let basic_auth = match raw_auth.basic_auth {
+            None => None,
+            Some(basic) => {
+                let password = resolve_secret(basic.password, basic.password_file, base_dir).map_err(
+                    |(field, message)| {
+                        invalid(
+                            &format!("server.auth.basic_auth.{}", field.replace("secret", "password")),
+                            message,
+                        )
+                    },
+                )?;
+                let password = password
+                    .ok_or_else(|| invalid("server.auth.basic_auth.password", "must not be empty".into()))?;
+                if basic.username.is_empty() || basic.username.contains(':') {
+                    return Err(invalid(
+                        "server.auth.basic_auth.username",
+                        "must be non-empty and contain no ':'".into(),
+                    ));
+                }
+                Some((basic.username, password))
+            }
+        };
+        let auth = AuthSettings {
+            bearer_token,
+            basic_auth,
+            protect_metrics: raw_auth.protect_metrics,
+            protect_health: raw_auth.protect_health,
+        };
 
         let mut apps = Vec::with_capacity(raw.apps.len());
         let mut app_names = HashSet::new();
@@ -200,36 +253,13 @@ impl Config {
                     "must be the app's positive AgentId".into(),
                 ));
             }
-            let secret = match (app.secret, app.secret_file) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        &key("secret"),
-                        "set either secret or secret_file, not both".into(),
-                    ))
-                }
-                (Some(value), None) => Some(expand_env(&value).map_err(|m| invalid(&key("secret"), m))?),
-                (None, Some(path)) => {
-                    let path = expand_env(&path).map_err(|m| invalid(&key("secret_file"), m))?;
-                    if path.is_empty() {
-                        None
-                    } else {
-                        let path = base_dir.join(path);
-                        let content = std::fs::read_to_string(&path).map_err(|e| {
-                            invalid(
-                                &key("secret_file"),
-                                format!("cannot read {}: {e}", path.display()),
-                            )
-                        })?;
-                        Some(content.trim().to_string())
-                    }
-                }
-                (None, None) => None,
-            };
+            let secret = resolve_secret(app.secret, app.secret_file, base_dir)
+                .map_err(|(field, message)| invalid(&key(field), message))?;
             apps.push(AppConfig {
                 name: app.name,
                 corp_id,
                 agent_id: app.agent_id,
-                secret: secret.filter(|s| !s.is_empty()).map(Secret::new),
+                secret,
                 safe: app.safe,
             });
         }
@@ -329,6 +359,8 @@ impl Config {
             wecom,
             server: ServerSettings {
                 max_body_bytes: raw.server.max_body_bytes,
+                auth,
+                shutdown_grace: raw.server.shutdown_grace,
             },
             apps,
             routes,
@@ -361,6 +393,34 @@ fn parse_yaml(text: &str) -> Result<file::ConfigFile, (String, String)> {
         };
         (key, message)
     })
+}
+
+/// A credential given inline or as a file (both with `${VAR}` expansion). The file is read
+/// now, and again on every reload. Empty means "none". Errors name the field
+/// (`secret` or `secret_file`) and never the content.
+fn resolve_secret(
+    inline: Option<String>,
+    file: Option<String>,
+    base_dir: &Path,
+) -> Result<Option<Secret>, (&'static str, String)> {
+    let value = match (inline, file) {
+        (Some(_), Some(_)) => return Err(("secret", "set either the value or the file, not both".into())),
+        (Some(value), None) => expand_env(&value).map_err(|m| ("secret", m))?,
+        (None, Some(path)) => {
+            let path = expand_env(&path).map_err(|m| ("secret_file", m))?;
+            if path.is_empty() {
+                String::new()
+            } else {
+                let path = base_dir.join(path);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ("secret_file", format!("cannot read {}: {e}", path.display())))?
+                    .trim()
+                    .to_string()
+            }
+        }
+        (None, None) => String::new(),
+    };
+    Ok(Some(value).filter(|v| !v.is_empty()).map(Secret::new))
 }
 
 /// Expands `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.

@@ -8,6 +8,7 @@ use log::{debug, warn};
 use serde::Serialize;
 use serde_json::json;
 
+use super::auth::refusal;
 use super::payload::{AlertStatus, WebhookPayload};
 use crate::deliver::{Outcome, RouteReport};
 use crate::route::route_alerts;
@@ -26,9 +27,22 @@ pub async fn receive_alerts(
     body: web::Payload,
     service: web::Data<Service>,
 ) -> HttpResponse {
+    let response = match refusal(&service.config.server.auth, &request) {
+        None => read_and_handle(&request, body, &service).await,
+        Some(refused) => refused,
+    };
+    service
+        .metrics
+        .webhooks
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn read_and_handle(request: &HttpRequest, body: web::Payload, service: &Service) -> HttpResponse {
     let limit = service.config.server.max_body_bytes;
-    let response = match body.to_bytes_limited(limit).await {
-        Ok(Ok(body)) => handle(&request, &body, &service).await,
+    match body.to_bytes_limited(limit).await {
+        Ok(Ok(body)) => handle(request, &body, service).await,
         Ok(Err(error)) => error_response(
             StatusCode::BAD_REQUEST,
             &format!("cannot read the request body: {error}"),
@@ -37,16 +51,13 @@ pub async fn receive_alerts(
             warn!("rejected webhook: body larger than server.max_body_bytes ({limit} bytes)");
             error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than server.max_body_bytes ({limit} bytes); lower max_alerts in Alertmanager or raise the limit"),
+                &format!(
+                    "request body is larger than server.max_body_bytes ({limit} bytes); \
+                     lower max_alerts in Alertmanager or raise the limit"
+                ),
             )
         }
-    };
-    service
-        .metrics
-        .webhooks
-        .with_label_values(&[response.status().as_str()])
-        .inc();
-    response
+    }
 }
 
 async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpResponse {

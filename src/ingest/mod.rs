@@ -2,5 +2,6 @@
 //! handler that routes, renders and delivers it, then answers with a status that makes
 //! Alertmanager's retry logic do the right thing.
 
+pub mod auth;
 pub mod handler;
 pub mod payload;
