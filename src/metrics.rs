@@ -42,6 +42,7 @@ pub struct Metrics {
     pub token_failures: IntCounterVec,
     pub invalid_recipients: IntCounterVec,
     pub member_rate_limited: IntCounterVec,
+    pub recipients_unresolved: IntCounterVec,
 }
 
 impl Metrics {
@@ -67,8 +68,8 @@ impl Metrics {
         );
         let notifications = counter(
             "notifications_total",
-            "Notifications (one route's share of a webhook) by route and outcome.",
-            &["route", "outcome"],
+            "Messages by route, target (app or robot) and outcome.",
+            &["route", "target", "outcome"],
         );
         let messages_cut = counter(
             "messages_cut_total",
@@ -97,8 +98,8 @@ impl Metrics {
         );
         let member_rate_limited = counter(
             "member_rate_limited_total",
-            "Messages held back (answered 503) because WeCom would silently drop them: a user already got 30 messages from the app this minute.",
-            &["app"],
+            "Messages held back (answered 503) because WeCom would drop or refuse them: a user already got 30 messages from the app this minute, or a robot sent 20.",
+            &["target"],
         );
         let alerts_unrouted = IntCounter::with_opts(Opts::new(
             "alerts_unrouted_total",
@@ -142,10 +143,19 @@ impl Metrics {
         for code in ["200", "400", "401", "413", "415", "422", "503"] {
             webhooks.with_label_values(&[code]);
         }
+        let recipients_unresolved = counter(
+            "recipients_unresolved_total",
+            "Alerts not delivered because the route's recipients resolved to nobody and it has no fallback_to.",
+            &["route"],
+        );
         for route in &config.routes {
             messages_cut.with_label_values(&[&route.name]);
+            recipients_unresolved.with_label_values(&[&route.name]);
             for outcome in NOTIFICATION_OUTCOMES {
-                notifications.with_label_values(&[&route.name, outcome]);
+                notifications.with_label_values(&[&route.name, route.target_name(), outcome]);
+            }
+            if route.is_robot() {
+                member_rate_limited.with_label_values(&[route.target_name()]);
             }
         }
         for endpoint in Endpoint::ALL {
@@ -183,6 +193,7 @@ impl Metrics {
             token_failures,
             invalid_recipients,
             member_rate_limited,
+            recipients_unresolved,
         }
     }
 

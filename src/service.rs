@@ -4,10 +4,12 @@ use crate::config::Config;
 use crate::deliver::Notifier;
 use crate::metrics::Metrics;
 use crate::render::{Renderer, TemplateError};
+use crate::route::Router;
 
 /// The assembled pipeline: config, templates, delivery and metrics.
 pub struct Service {
     pub config: Config,
+    pub router: Router,
     pub renderer: Renderer,
     pub notifier: Notifier,
     pub metrics: Metrics,
@@ -19,10 +21,12 @@ impl Service {
     pub fn new(config: Config, dry_run: bool) -> Result<Service, TemplateError> {
         let renderer = Renderer::new(&config.templates)?;
         renderer.check_routes(&config.routes)?;
+        let router = Router::new(&config.routes).map_err(TemplateError::Recipients)?;
         let metrics = Metrics::new(&config);
         let notifier = Notifier::new(&config, metrics.clone(), dry_run);
         Ok(Service {
             config,
+            router,
             renderer,
             notifier,
             metrics,

@@ -26,11 +26,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let service = web::Data::new(service);
         let shared = service.clone().into_inner();
-        let dry_run_apps = shared.notifier.dry_run_apps();
-        if !dry_run_apps.is_empty() {
+        let dry_run = shared.notifier.dry_run_targets();
+        if !dry_run.is_empty() {
             warn!(
-                "DRY-RUN for app(s) {}: messages are rendered and logged, NOT sent to WeCom (no secret configured, or --dry-run)",
-                dry_run_apps.join(", ")
+                "DRY-RUN for {}: messages are rendered and logged, NOT sent to WeCom (no secret or robot key configured, or --dry-run)",
+                dry_run.join(", ")
             );
         }
         let server = HttpServer::new(move || {

@@ -118,6 +118,9 @@ pub struct AppSection {
     /// `safe: true` sends confidential messages (no forwarding, watermark).
     #[serde(default)]
     pub safe: bool,
+    /// Overrides `wecom.api_url` for this app (proxy, private deployment).
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,12 +129,54 @@ pub struct RouteSection {
     pub name: String,
     #[serde(default)]
     pub matchers: Vec<String>,
-    pub app: String,
+    /// Keep matching the following routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
+    /// Labels whose values split this route's alerts into separate messages.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// The WeCom app to send through (or `robot`).
+    #[serde(default)]
+    pub app: Option<String>,
+    /// A group robot to send through instead of an app.
+    #[serde(default)]
+    pub robot: Option<RobotSection>,
     pub msgtype: String,
     #[serde(default)]
     pub template: Option<String>,
     #[serde(default)]
-    pub to: RecipientsSection,
+    pub to: Option<RecipientsSection>,
+    /// Used when `to` resolves to nobody for an alert (label-derived recipients missing).
+    #[serde(default)]
+    pub fallback_to: Option<RecipientsSection>,
+    /// Robot routes: who to @-mention.
+    #[serde(default)]
+    pub mention: Option<MentionSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotSection {
+    /// Names the robot in metrics and logs; defaults to the route name.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MentionSection {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub mobiles: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,7 @@
 //! service relies on without re-checking.
 
 mod file;
+mod route;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-use crate::route::matcher::{parse_matchers, Matcher};
+use crate::route::matcher::Matcher;
 use crate::secret::Secret;
 
 pub use file::{DEFAULT_API_URL, DEFAULT_LISTEN};
@@ -73,6 +74,8 @@ pub struct AppConfig {
     /// `None` when no secret is configured: the app runs in dry-run mode.
     pub secret: Option<Secret>,
     pub safe: bool,
+    /// Base URL of the WeCom API for this app, ending in `/`.
+    pub api_url: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,16 +83,28 @@ pub enum MsgType {
     Text,
     Markdown,
     Textcard,
+    /// Group robots only: markdown with tables and code blocks, no colours or mentions.
+    MarkdownV2,
 }
 
 impl MsgType {
-    pub const ALL: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::Textcard];
+    pub const ALL: [MsgType; 4] = [
+        MsgType::Text,
+        MsgType::Markdown,
+        MsgType::Textcard,
+        MsgType::MarkdownV2,
+    ];
+    /// What an app can send.
+    pub const APP: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::Textcard];
+    /// What a group robot can send.
+    pub const ROBOT: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::MarkdownV2];
 
     pub fn as_str(self) -> &'static str {
         match self {
             MsgType::Text => "text",
             MsgType::Markdown => "markdown",
             MsgType::Textcard => "textcard",
+            MsgType::MarkdownV2 => "markdown_v2",
         }
     }
 
@@ -98,15 +113,62 @@ impl MsgType {
     }
 }
 
+/// Where a route's messages go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A WeCom app, by name.
+    App(String),
+    /// A group robot (群机器人).
+    Robot(RobotConfig),
+}
+
+/// A group robot: its webhook key is the credential.
+#[derive(Debug, Clone)]
+pub struct RobotConfig {
+    pub name: String,
+    /// `None` when no key is configured: the robot runs in dry-run mode.
+    pub key: Option<Secret>,
+    /// Base URL of the WeCom API, ending in `/`.
+    pub api_url: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
     pub matchers: Vec<Matcher>,
-    pub app: String,
+    /// Alertmanager's `continue`: after matching, keep trying the following routes.
+    pub continue_matching: bool,
+    pub send_resolved: bool,
+    pub group_by: Vec<String>,
+    pub target: Target,
     pub msgtype: MsgType,
     /// Template name: a built-in or a file of `templates.dir` (without `.hbs`).
     pub template: String,
+    /// App routes: recipients; entries may be templates over the alert (`{{labels.owner}}`).
     pub to: Recipients,
+    pub fallback_to: Option<Recipients>,
+    /// Robot routes: userids (templates allowed) and mobile numbers to @-mention.
+    pub mention: Mentions,
+}
+
+impl RouteConfig {
+    /// The app or robot name (a metric label).
+    pub fn target_name(&self) -> &str {
+        match &self.target {
+            Target::App(name) => name,
+            Target::Robot(robot) => &robot.name,
+        }
+    }
+
+    pub fn is_robot(&self) -> bool {
+        matches!(self.target, Target::Robot(_))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mentions {
+    pub users: Vec<String>,
+    pub mobiles: Vec<String>,
 }
 
 /// WeCom recipients: user ids, department (party) ids and tag ids.
@@ -261,78 +323,23 @@ impl Config {
                 agent_id: app.agent_id,
                 secret,
                 safe: app.safe,
+                api_url: match &app.api_url {
+                    Some(url) => normalize_api_url(url).map_err(|m| invalid(&key("api_url"), m))?,
+                    None => wecom.api_url.clone(),
+                },
             });
         }
 
         if raw.routes.is_empty() {
             return Err(invalid("routes", "at least one route is needed".into()));
         }
-        let mut routes = Vec::with_capacity(raw.routes.len());
-        let mut route_names = HashSet::new();
-        for (i, route) in raw.routes.into_iter().enumerate() {
-            let key = |field: &str| format!("routes[{i}].{field}");
-            if route.name.trim().is_empty() {
-                return Err(invalid(&key("name"), "must not be empty".into()));
-            }
-            if !route_names.insert(route.name.clone()) {
-                return Err(invalid(
-                    &key("name"),
-                    format!("duplicate route name {:?}", route.name),
-                ));
-            }
-            let mut matchers = Vec::new();
-            for (j, text) in route.matchers.iter().enumerate() {
-                let parsed = parse_matchers(text)
-                    .map_err(|e| invalid(&key(&format!("matchers[{j}]")), format!("{text:?}: {e}")))?;
-                matchers.extend(parsed);
-            }
-            if !app_names.contains(&route.app) {
-                return Err(invalid(
-                    &key("app"),
-                    format!(
-                        "no app named {:?} (apps: {})",
-                        route.app,
-                        sorted_names(&app_names)
-                    ),
-                ));
-            }
-            let msgtype = MsgType::parse(&route.msgtype).ok_or_else(|| {
-                invalid(
-                    &key("msgtype"),
-                    format!("{:?} is not one of text, markdown, textcard", route.msgtype),
-                )
-            })?;
-            let to = Recipients {
-                users: clean_ids(route.to.users),
-                parties: clean_ids(route.to.parties),
-                tags: clean_ids(route.to.tags),
-            };
-            if to.is_empty() {
-                return Err(invalid(
-                    &key("to"),
-                    "needs at least one of users, parties, tags".into(),
-                ));
-            }
-            if let Some(bad) = to
-                .parties
-                .iter()
-                .chain(&to.tags)
-                .find(|id| id.parse::<u64>().is_err())
-            {
-                return Err(invalid(
-                    &key("to"),
-                    format!("party and tag ids are numbers, got {bad:?}"),
-                ));
-            }
-            routes.push(RouteConfig {
-                name: route.name,
-                matchers,
-                app: route.app,
-                msgtype,
-                template: route.template.unwrap_or_else(|| msgtype.as_str().to_string()),
-                to,
-            });
-        }
+        let context = route::Context {
+            app_names: &app_names,
+            api_url: &wecom.api_url,
+            base_dir,
+        };
+        let routes =
+            route::validate_routes(raw.routes, &context).map_err(|(key, message)| invalid(&key, message))?;
 
         let timezone: Tz = raw.templates.timezone.parse().map_err(|_| {
             invalid(
@@ -398,7 +405,7 @@ fn parse_yaml(text: &str) -> Result<file::ConfigFile, (String, String)> {
 /// A credential given inline or as a file (both with `${VAR}` expansion). The file is read
 /// now, and again on every reload. Empty means "none". Errors name the field
 /// (`secret` or `secret_file`) and never the content.
-fn resolve_secret(
+pub(crate) fn resolve_secret(
     inline: Option<String>,
     file: Option<String>,
     base_dir: &Path,
@@ -435,7 +442,7 @@ fn expand_env(value: &str) -> Result<String, String> {
         })
 }
 
-fn normalize_api_url(value: &str) -> Result<String, String> {
+pub(crate) fn normalize_api_url(value: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(value).map_err(|e| format!("{value:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("{value:?} must be an http(s) URL"));
@@ -458,7 +465,7 @@ fn positive(value: Duration) -> Result<Duration, String> {
     }
 }
 
-fn clean_ids(ids: Vec<String>) -> Vec<String> {
+pub(crate) fn clean_ids(ids: Vec<String>) -> Vec<String> {
     let mut seen = HashSet::new();
     ids.into_iter()
         .map(|id| id.trim().to_string())
@@ -466,7 +473,7 @@ fn clean_ids(ids: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-fn sorted_names(names: &HashSet<String>) -> String {
+pub(crate) fn sorted_names(names: &HashSet<String>) -> String {
     let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
     names.sort_unstable();
     names.join(", ")

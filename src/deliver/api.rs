@@ -126,6 +126,23 @@ impl WeComApi {
         })
     }
 
+    /// `POST webhook/send?key=…` (a group robot; the key is the credential).
+    pub async fn send_robot(
+        &self,
+        base_url: &str,
+        key: &Secret,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<(), WeComError> {
+        let request = self
+            .http
+            .post(format!("{base_url}webhook/send"))
+            .query(&[("key", key.expose())])
+            .json(body)
+            .timeout(timeout);
+        self.call(Endpoint::RobotSend, request).await.map(|_| ())
+    }
+
     async fn call(&self, endpoint: Endpoint, request: reqwest::RequestBuilder) -> Result<Reply, WeComError> {
         let started = Instant::now();
         let result = self.exchange(endpoint, request).await;

@@ -8,15 +8,18 @@ use std::fmt;
 pub enum Endpoint {
     GetToken,
     MessageSend,
+    /// A group robot's webhook.
+    RobotSend,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::GetToken, Endpoint::MessageSend];
+    pub const ALL: [Endpoint; 3] = [Endpoint::GetToken, Endpoint::MessageSend, Endpoint::RobotSend];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::GetToken => "gettoken",
             Endpoint::MessageSend => "message/send",
+            Endpoint::RobotSend => "webhook/send",
         }
     }
 }
@@ -161,6 +164,8 @@ pub const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (82001, "82001"),
     (82002, "82002"),
     (82003, "82003"),
+    (93000, "93000"),
+    (93004, "93004"),
     (301002, "301002"),
 ];
 
@@ -202,6 +207,8 @@ pub fn errcode_meaning(errcode: i64) -> &'static str {
         82002 => "more than 100 parties",
         82003 => "more than 100 tags",
         301002 => "access token belongs to another app than agent_id",
+        93000 => "invalid robot webhook key, or the robot was removed from its chat",
+        93004 => "the group robot is disabled",
         _ => "see WeCom's global error code list",
     }
 }

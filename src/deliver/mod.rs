@@ -6,7 +6,9 @@ pub mod api;
 pub mod batch;
 pub mod error;
 pub mod ledger;
-pub mod member_budget;
+pub mod rate_budget;
+pub mod retry;
+pub mod robot;
 pub mod sender;
 pub mod token;
 
@@ -17,12 +19,14 @@ use log::{info, warn};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{AppConfig, Config, Recipients, RouteConfig, WeComSettings};
+use crate::config::{AppConfig, Config, Mentions, MsgType, Recipients, RouteConfig, Target, WeComSettings};
 use crate::metrics::Metrics;
 use crate::render::RenderedMessage;
+use crate::route::Notification;
 use api::{SendReceipt, WeComApi};
 use ledger::{delivery_key, DeliveryLedger};
-use member_budget::MemberBudget;
+use rate_budget::RateBudget;
+use robot::RobotSender;
 use sender::{AppSender, SendFailure, Sent};
 use token::AccessTokenCache;
 
@@ -62,7 +66,8 @@ impl Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteReport {
     pub route: String,
-    pub app: String,
+    /// The app or robot.
+    pub target: String,
     pub msgtype: &'static str,
     pub alerts: usize,
     /// `message/send` requests this notification needed (recipient batches).
@@ -76,98 +81,128 @@ pub struct RouteReport {
     pub error: Option<String>,
 }
 
-/// Delivers rendered messages through the configured apps.
+/// Where one target's messages go, and what they may cost.
+enum TargetSender {
+    App {
+        sender: Box<AppSender>,
+        /// Per user, against WeCom's silent 30-a-minute drop.
+        budget: RateBudget,
+    },
+    Robot {
+        sender: RobotSender,
+        /// The robot's 20 messages a minute.
+        budget: RateBudget,
+    },
+}
+
+impl TargetSender {
+    fn is_dry_run(&self) -> bool {
+        match self {
+            TargetSender::App { sender, .. } => sender.is_dry_run(),
+            TargetSender::Robot { sender, .. } => sender.is_dry_run(),
+        }
+    }
+}
+
+/// Delivers rendered messages through the configured apps and robots.
 pub struct Notifier {
-    senders: HashMap<String, AppSender>,
-    /// Per app: what each user was sent recently, against WeCom's silent per-member limit.
-    budgets: HashMap<String, MemberBudget>,
+    targets: HashMap<String, TargetSender>,
     ledger: DeliveryLedger,
     metrics: Metrics,
     settings: WeComSettings,
 }
 
 impl Notifier {
-    /// One sender per app. Apps without a secret, or every app when `dry_run` is set, log
-    /// messages instead of sending them.
+    /// One sender per app and robot. Apps without a secret, robots without a key, or
+    /// everything when `dry_run` is set, log messages instead of sending them.
     pub fn new(config: &Config, metrics: Metrics, dry_run: bool) -> Notifier {
         let api = WeComApi::new(metrics.clone());
-        let senders = config
-            .apps
-            .iter()
-            .map(|app| {
-                let tokens = match (&app.secret, dry_run) {
-                    (Some(secret), false) => Some(AccessTokenCache::new(
-                        &app.name,
-                        &app.corp_id,
-                        secret.clone(),
-                        &config.wecom.api_url,
-                        api.clone(),
-                        metrics.clone(),
-                    )),
-                    _ => None,
-                };
-                let sender = AppSender::new(
-                    app.clone(),
-                    &config.wecom.api_url,
+        let mut targets = HashMap::new();
+        for app in &config.apps {
+            let tokens = match (&app.secret, dry_run) {
+                (Some(secret), false) => Some(AccessTokenCache::new(
+                    &app.name,
+                    &app.corp_id,
+                    secret.clone(),
+                    &app.api_url,
                     api.clone(),
-                    tokens,
-                    config.wecom.timeout,
-                );
-                (app.name.clone(), sender)
-            })
-            .collect();
-        let budgets = config
-            .apps
-            .iter()
-            .map(|app| (app.name.clone(), MemberBudget::default()))
-            .collect();
+                    metrics.clone(),
+                )),
+                _ => None,
+            };
+            let sender = AppSender::new(app.clone(), api.clone(), tokens, config.wecom.timeout);
+            let budget = RateBudget::members();
+            let sender = Box::new(sender);
+            targets.insert(app.name.clone(), TargetSender::App { sender, budget });
+        }
+        for route in &config.routes {
+            if let Target::Robot(robot) = &route.target {
+                let mut robot = robot.clone();
+                if dry_run {
+                    robot.key = None;
+                }
+                let sender = RobotSender::new(robot.clone(), api.clone(), config.wecom.timeout);
+                let budget = RateBudget::robot();
+                targets
+                    .entry(robot.name.clone())
+                    .or_insert(TargetSender::Robot { sender, budget });
+            }
+        }
         Notifier {
-            senders,
-            budgets,
+            targets,
             ledger: DeliveryLedger::new(config.wecom.dedup_window),
             metrics,
             settings: config.wecom.clone(),
         }
     }
 
-    /// Names of the apps that only log their messages.
-    pub fn dry_run_apps(&self) -> Vec<&str> {
-        let mut apps: Vec<&str> = self
-            .senders
-            .values()
-            .filter(|s| s.is_dry_run())
-            .map(|s| s.app().name.as_str())
+    /// Names of the apps and robots that only log their messages.
+    pub fn dry_run_targets(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .targets
+            .iter()
+            .filter(|(_, target)| target.is_dry_run())
+            .map(|(name, _)| name.as_str())
             .collect();
-        apps.sort_unstable();
-        apps
+        names.sort_unstable();
+        names
     }
 
-    /// Sends `message` to the route's recipients, batch by batch, skipping batches WeCom
-    /// already accepted for this group.
+    /// Sends one notification's message, batch by batch, skipping batches WeCom already
+    /// accepted for this group.
     pub async fn deliver(
         &self,
-        route: &RouteConfig,
+        notification: &Notification<'_>,
         group_key: &str,
         message: &RenderedMessage,
     ) -> RouteReport {
+        let route = notification.route;
         let started = Instant::now();
         let deadline = started + self.settings.delivery_deadline;
-        let sender = &self.senders[&route.app];
-        let batches = batch::batches(&route.to);
+        let target = &self.targets[route.target_name()];
+        let requests: Vec<(Value, Vec<String>)> = match target {
+            TargetSender::App { sender, .. } => batch::batches(&notification.recipients)
+                .into_iter()
+                .map(|to| (self.app_request(sender.app(), &to, message), to.users))
+                .collect(),
+            TargetSender::Robot { sender, .. } => vec![(
+                robot_request(message, &notification.mentions),
+                vec![sender.name().to_string()],
+            )],
+        };
         let mut report = RouteReport {
             route: route.name.clone(),
-            app: route.app.clone(),
+            target: route.target_name().to_string(),
             msgtype: route.msgtype.as_str(),
             alerts: message.total_alerts,
-            messages: batches.len(),
+            messages: requests.len(),
             outcome: Outcome::Duplicate,
             cut: message.cut,
             errcode: None,
             error: None,
         };
         let mut failures = Vec::new();
-        for to in &batches {
-            let body = self.request_body(sender.app(), to, message);
+        for (body, budget_keys) in &requests {
             let key = delivery_key(group_key, &route.name, &body.to_string());
             if self.ledger.contains(&key) {
                 info!(
@@ -176,32 +211,29 @@ impl Notifier {
                 );
                 continue;
             }
-            let reservation = if sender.is_dry_run() {
+            let budget = match target {
+                TargetSender::App { budget, .. } | TargetSender::Robot { budget, .. } => budget,
+            };
+            let reservation = if target.is_dry_run() {
                 None
             } else {
-                match self.budgets[&route.app].try_reserve(&to.users) {
+                match budget.try_reserve(budget_keys) {
                     Ok(reservation) => Some(reservation),
                     Err(over) => {
                         self.metrics
                             .member_rate_limited
-                            .with_label_values(&[&route.app])
+                            .with_label_values(&[route.target_name()])
                             .inc();
-                        failures.push(SendFailure::Transient {
-                            reason: "member_rate_limit",
-                            errcode: None,
-                            error: format!(
-                                "app {} already sent {} their limit of {} messages a minute ({} an hour); WeCom would silently drop this one, so it is held back for Alertmanager to retry",
-                                route.app,
-                                over.join(", "),
-                                member_budget::PER_MINUTE,
-                                member_budget::PER_HOUR
-                            ),
-                        });
+                        failures.push(rate_limited(route, target, &over, budget.per_minute()));
                         continue;
                     }
                 }
             };
-            match sender.send(&body, deadline).await {
+            let sent = match target {
+                TargetSender::App { sender, .. } => sender.send(body, deadline).await,
+                TargetSender::Robot { sender, .. } => sender.send(body, deadline).await,
+            };
+            match sent {
                 Ok(Sent::Accepted(receipt)) => {
                     self.ledger.record(key);
                     self.note_invalid_recipients(route, &receipt);
@@ -210,7 +242,7 @@ impl Notifier {
                 Ok(Sent::DryRun) => report.outcome = Outcome::DryRun,
                 Err(failure) => {
                     if let Some(reservation) = reservation {
-                        self.budgets[&route.app].release(reservation);
+                        budget.release(reservation);
                     }
                     failures.push(failure);
                 }
@@ -233,21 +265,23 @@ impl Notifier {
         }
         self.metrics
             .notifications
-            .with_label_values(&[&route.name, report.outcome.as_str()])
+            .with_label_values(&[&route.name, route.target_name(), report.outcome.as_str()])
             .inc();
         if message.cut {
             self.metrics.messages_cut.with_label_values(&[&route.name]).inc();
         }
+        let to = &notification.recipients;
         let summary = format!(
-            "route {} → app {}: {} for {} alert(s) to {} user(s), {} party(ies), {} tag(s) in {} message(s): {} in {}ms",
+            "route {} → {}: {} for {} alert(s) to {} user(s), {} party(ies), {} tag(s), {} mention(s) in {} message(s): {} in {}ms",
             route.name,
-            route.app,
+            route.target_name(),
             route.msgtype.as_str(),
             message.total_alerts,
-            route.to.users.len(),
-            route.to.parties.len(),
-            route.to.tags.len(),
-            batches.len(),
+            to.users.len(),
+            to.parties.len(),
+            to.tags.len(),
+            notification.mentions.users.len() + notification.mentions.mobiles.len(),
+            requests.len(),
             report.outcome.as_str(),
             started.elapsed().as_millis()
         );
@@ -260,7 +294,7 @@ impl Notifier {
 
     /// A complete `message/send` body. Serialised deterministically (sorted keys), so the
     /// same message always has the same delivery key.
-    fn request_body(&self, app: &AppConfig, to: &Recipients, message: &RenderedMessage) -> Value {
+    fn app_request(&self, app: &AppConfig, to: &Recipients, message: &RenderedMessage) -> Value {
         let msgtype = message.content.msgtype().as_str();
         let mut body = json!({
             "msgtype": msgtype,
@@ -299,15 +333,56 @@ impl Notifier {
             }
             self.metrics
                 .invalid_recipients
-                .with_label_values(&[&route.app, kind])
+                .with_label_values(&[route.target_name(), kind])
                 .inc_by(ids.len() as u64);
             warn!(
                 "route {} → app {}: WeCom did not deliver to {} {kind}(s) that are invalid or outside the app's visible range: {}",
                 route.name,
-                route.app,
+                route.target_name(),
                 ids.len(),
                 ids.join(", ")
             );
         }
+    }
+}
+
+/// A robot `webhook/send` body. Text messages carry mentions as lists; markdown mentions
+/// are `<@userid>` in the content (the template puts them there); markdown_v2 has none.
+fn robot_request(message: &RenderedMessage, mentions: &Mentions) -> Value {
+    let msgtype = message.content.msgtype().as_str();
+    let mut content = message.content.body();
+    if message.content.msgtype() == MsgType::Text {
+        if !mentions.users.is_empty() {
+            content["mentioned_list"] = json!(mentions.users);
+        }
+        if !mentions.mobiles.is_empty() {
+            content["mentioned_mobile_list"] = json!(mentions.mobiles);
+        }
+    }
+    json!({ "msgtype": msgtype, msgtype: content })
+}
+
+fn rate_limited(
+    route: &RouteConfig,
+    target: &TargetSender,
+    over: &[String],
+    per_minute: usize,
+) -> SendFailure {
+    let error = match target {
+        TargetSender::App { .. } => format!(
+            "app {} already sent {} their limit of {per_minute} messages a minute ({} an hour); WeCom would silently drop this one, so it is held back for Alertmanager to retry",
+            route.target_name(),
+            over.join(", "),
+            rate_budget::MEMBER_PER_HOUR
+        ),
+        TargetSender::Robot { .. } => format!(
+            "robot {} already sent its limit of {per_minute} messages a minute; held back for Alertmanager to retry",
+            route.target_name()
+        ),
+    };
+    SendFailure::Transient {
+        reason: "rate_limited",
+        errcode: None,
+        error,
     }
 }

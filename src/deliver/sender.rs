@@ -7,13 +7,9 @@ use serde_json::Value;
 
 use super::api::{SendReceipt, WeComApi};
 use super::error::{ErrorClass, WeComError};
+use super::retry::Retry;
 use super::token::{AccessTokenCache, TokenError};
 use crate::config::AppConfig;
-
-/// WeCom's docs allow retrying a busy answer at most 3 times.
-const MAX_ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Why a message was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +31,7 @@ pub enum SendFailure {
 }
 
 impl SendFailure {
-    fn from_wecom(error: WeComError) -> SendFailure {
+    pub fn from_wecom(error: WeComError) -> SendFailure {
         let (reason, errcode, text) = (error.reason(), error.errcode(), error.to_string());
         match error.class() {
             ErrorClass::Permanent => SendFailure::Permanent {
@@ -74,7 +70,6 @@ pub enum Sent {
 /// Delivers messages for one app; in dry-run mode it logs them instead.
 pub struct AppSender {
     app: AppConfig,
-    base_url: String,
     api: WeComApi,
     tokens: Option<AccessTokenCache>,
     call_timeout: Duration,
@@ -84,14 +79,12 @@ impl AppSender {
     /// `tokens` is `None` in dry-run mode.
     pub fn new(
         app: AppConfig,
-        base_url: &str,
         api: WeComApi,
         tokens: Option<AccessTokenCache>,
         call_timeout: Duration,
     ) -> Self {
         AppSender {
             app,
-            base_url: base_url.to_string(),
             api,
             tokens,
             call_timeout,
@@ -114,22 +107,20 @@ impl AppSender {
             info!("dry-run: app {} would send: {body}", self.app.name);
             return Ok(Sent::DryRun);
         };
-        let mut attempt = 0;
-        let mut backoff = FIRST_BACKOFF;
+        let mut retry = Retry::new(deadline);
         let mut token_replaced = false;
         loop {
-            attempt += 1;
-            let timeout = self
-                .call_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
-            let failure = match tokens.get(timeout).await {
+            let attempt = retry.attempt();
+            let failure = match tokens.get(retry.call_timeout(self.call_timeout)).await {
                 Err(error) if !error.is_retryable() => return Err(SendFailure::from_token(error)),
                 Err(error) => SendFailure::from_token(error),
                 Ok(token) => {
-                    let timeout = self
-                        .call_timeout
-                        .min(deadline.saturating_duration_since(Instant::now()));
-                    match self.api.send_message(&self.base_url, &token, body, timeout).await {
+                    let timeout = retry.call_timeout(self.call_timeout);
+                    match self
+                        .api
+                        .send_message(&self.app.api_url, &token, body, timeout)
+                        .await
+                    {
                         Ok(receipt) => return Ok(Sent::Accepted(receipt)),
                         Err(error) if error.class() == ErrorClass::TokenRejected && !token_replaced => {
                             info!(
@@ -138,7 +129,7 @@ impl AppSender {
                             );
                             tokens.invalidate(&token).await;
                             token_replaced = true;
-                            attempt -= 1; // a token refresh is not a retry of the message
+                            retry.forgive(); // a token refresh is not a retry of the message
                             continue;
                         }
                         Err(error) => match SendFailure::from_wecom(error) {
@@ -148,22 +139,15 @@ impl AppSender {
                     }
                 }
             };
-            let pause = jittered(backoff);
-            if attempt >= MAX_ATTEMPTS || Instant::now() + pause >= deadline {
+            let Some(pause) = retry.next_pause() else {
                 return Err(failure);
-            }
+            };
             warn!(
                 "app {}: attempt {attempt} failed ({failure}); retrying in {}ms",
                 self.app.name,
                 pause.as_millis()
             );
             tokio::time::sleep(pause).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
-}
-
-/// ±20 % jitter so that replicas retrying the same failure do not march in step.
-fn jittered(base: Duration) -> Duration {
-    base.mul_f64(0.8 + fastrand::f64() * 0.4)
 }

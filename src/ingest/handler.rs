@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::auth::refusal;
 use super::payload::{AlertStatus, WebhookPayload};
+use crate::config::RouteConfig;
 use crate::deliver::{Outcome, RouteReport};
-use crate::route::route_alerts;
 use crate::service::Service;
 
 /// The response body: what happened to each route's share of the notification.
@@ -88,7 +88,7 @@ async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpRe
             .inc();
     }
 
-    let plan = route_alerts(&service.config.routes, &payload.alerts);
+    let plan = service.router.plan(&payload.alerts);
     if !plan.unrouted.is_empty() {
         service.metrics.alerts_unrouted.inc_by(plan.unrouted.len() as u64);
         let names: Vec<&str> = plan.unrouted.iter().map(|a| a.name()).collect();
@@ -100,36 +100,46 @@ async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpRe
         );
     }
 
-    let deliveries = plan.groups.iter().map(|group| async {
-        match service.renderer.render(group.route, &payload, &group.alerts) {
+    let deliveries = plan.notifications.iter().map(|notification| async {
+        let route = notification.route;
+        match service.renderer.render(
+            route,
+            &payload,
+            &notification.alerts,
+            &notification.mentions.users,
+        ) {
             Ok(message) => {
                 service
                     .notifier
-                    .deliver(group.route, &payload.group_key, &message)
+                    .deliver(notification, &payload.group_key, &message)
                     .await
             }
-            Err(error) => {
-                warn!("{error}");
-                service
-                    .metrics
-                    .notifications
-                    .with_label_values(&[&group.route.name, Outcome::FailedPermanent.as_str()])
-                    .inc();
-                RouteReport {
-                    route: group.route.name.clone(),
-                    app: group.route.app.clone(),
-                    msgtype: group.route.msgtype.as_str(),
-                    alerts: group.alerts.len(),
-                    messages: 0,
-                    outcome: Outcome::FailedPermanent,
-                    cut: false,
-                    errcode: None,
-                    error: Some(error.to_string()),
-                }
-            }
+            Err(error) => failed_before_sending(service, route, notification.alerts.len(), error.to_string()),
         }
     });
-    let routes = join_all(deliveries).await;
+    let mut routes = join_all(deliveries).await;
+    // Recipients that resolved to nobody: fail loudly rather than drop the alerts.
+    for unresolved in &plan.unresolved {
+        let route = unresolved.route;
+        service
+            .metrics
+            .recipients_unresolved
+            .with_label_values(&[&route.name])
+            .inc_by(unresolved.alerts.len() as u64);
+        let names: Vec<&str> = unresolved.alerts.iter().map(|a| a.name()).collect();
+        let error = format!(
+            "route {:?}: the recipients in `to` resolved to nobody for {} alert(s) ({}) and the route has no fallback_to",
+            route.name,
+            names.len(),
+            names.join(", ")
+        );
+        routes.push(failed_before_sending(
+            service,
+            route,
+            unresolved.alerts.len(),
+            error,
+        ));
+    }
 
     // Retryable trouble anywhere: 503, so Alertmanager retries; routes already accepted
     // are remembered and not sent again. Otherwise a permanent refusal: 422, so
@@ -158,6 +168,36 @@ async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpRe
         routes,
         unrouted: plan.unrouted.len(),
     })
+}
+
+/// The report (and metric, and log line) for a message that could not even be built.
+fn failed_before_sending(
+    service: &Service,
+    route: &RouteConfig,
+    alerts: usize,
+    error: String,
+) -> RouteReport {
+    warn!("{error}");
+    service
+        .metrics
+        .notifications
+        .with_label_values(&[
+            &route.name,
+            route.target_name(),
+            Outcome::FailedPermanent.as_str(),
+        ])
+        .inc();
+    RouteReport {
+        route: route.name.clone(),
+        target: route.target_name().to_string(),
+        msgtype: route.msgtype.as_str(),
+        alerts,
+        messages: 0,
+        outcome: Outcome::FailedPermanent,
+        cut: false,
+        errcode: None,
+        error: Some(error),
+    }
 }
 
 fn is_json(request: &HttpRequest) -> bool {

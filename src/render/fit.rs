@@ -4,6 +4,8 @@
 /// WeCom's limits for app messages (see shared/wecom-api.md).
 pub const TEXT_MAX_BYTES: usize = 2048;
 pub const MARKDOWN_MAX_BYTES: usize = 2048;
+/// Group robots: `markdown` and `markdown_v2` (`text` is 2048 like apps).
+pub const ROBOT_MARKDOWN_MAX_BYTES: usize = 4096;
 pub const TEXTCARD_TITLE_MAX_BYTES: usize = 128;
 pub const TEXTCARD_DESCRIPTION_MAX_BYTES: usize = 512;
 pub const TEXTCARD_URL_MAX_BYTES: usize = 2048;

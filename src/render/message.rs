@@ -13,6 +13,9 @@ pub enum MessageContent {
     Markdown {
         content: String,
     },
+    MarkdownV2 {
+        content: String,
+    },
     Textcard {
         title: String,
         description: String,
@@ -26,6 +29,7 @@ impl MessageContent {
         match self {
             MessageContent::Text { .. } => MsgType::Text,
             MessageContent::Markdown { .. } => MsgType::Markdown,
+            MessageContent::MarkdownV2 { .. } => MsgType::MarkdownV2,
             MessageContent::Textcard { .. } => MsgType::Textcard,
         }
     }
@@ -33,7 +37,9 @@ impl MessageContent {
     /// The msgtype-specific object of a `message/send` body, e.g. `{"content": …}`.
     pub fn body(&self) -> Value {
         match self {
-            MessageContent::Text { content } | MessageContent::Markdown { content } => {
+            MessageContent::Text { content }
+            | MessageContent::Markdown { content }
+            | MessageContent::MarkdownV2 { content } => {
                 json!({ "content": content })
             }
             MessageContent::Textcard {

@@ -41,6 +41,8 @@ pub enum TemplateError {
     Syntax(#[from] Box<handlebars::TemplateError>),
     #[error("cannot load templates from {dir}: {message}")]
     Directory { dir: String, message: String },
+    #[error("{0}")]
+    Recipients(String),
     #[error("route {route:?}: no template named {template:?} (available: {available})")]
     Missing {
         route: String,
@@ -74,6 +76,7 @@ pub struct Renderer {
     text: Handlebars<'static>,
     markdown: Handlebars<'static>,
     textcard: Handlebars<'static>,
+    markdown_v2: Handlebars<'static>,
 }
 
 impl Renderer {
@@ -84,6 +87,7 @@ impl Renderer {
             text: registry(settings, escape::text)?,
             markdown: registry(settings, escape::markdown)?,
             textcard: registry(settings, escape::textcard)?,
+            markdown_v2: registry(settings, escape::markdown)?,
         })
     }
 
@@ -120,9 +124,9 @@ impl Renderer {
         for route in routes {
             for sample in &samples {
                 let alerts: Vec<&Alert> = sample.alerts.iter().collect();
-                self.render(route, sample, &alerts)?;
+                self.render(route, sample, &alerts, &[])?;
             }
-            self.render(route, &samples[0], &mixed)?;
+            self.render(route, &samples[0], &mixed, &["alice".to_string()])?;
         }
         Ok(())
     }
@@ -132,22 +136,25 @@ impl Renderer {
             MsgType::Text => &self.text,
             MsgType::Markdown => &self.markdown,
             MsgType::Textcard => &self.textcard,
+            MsgType::MarkdownV2 => &self.markdown_v2,
         }
     }
 
-    /// Renders the route's message for `alerts` and fits it to WeCom's limits.
+    /// Renders the route's message for `alerts` (mentioning `mentions`, for robots) and
+    /// fits it to WeCom's limits.
     pub fn render(
         &self,
         route: &RouteConfig,
         payload: &WebhookPayload,
         alerts: &[&Alert],
+        mentions: &[String],
     ) -> Result<RenderedMessage, RenderError> {
         let error = |message: String| RenderError {
             route: route.name.clone(),
             template: route.template.clone(),
             message,
         };
-        let context = MessageContext::new(route, payload, alerts);
+        let context = MessageContext::new(route, payload, alerts, mentions);
         let registry = self.registry(route.msgtype);
         let render = |shown: usize| -> Result<String, RenderError> {
             registry
@@ -158,24 +165,21 @@ impl Renderer {
         let more_line = |omitted: usize| format!("\n… and {omitted} more alert{}", plural(omitted));
 
         let (content, fitted) = match route.msgtype {
-            MsgType::Text | MsgType::Markdown => {
-                let max = if route.msgtype == MsgType::Text {
-                    fit::TEXT_MAX_BYTES
-                } else {
-                    fit::MARKDOWN_MAX_BYTES
+            MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2 => {
+                let max = match (route.msgtype, route.is_robot()) {
+                    (MsgType::Text, _) => fit::TEXT_MAX_BYTES,
+                    (MsgType::Markdown, false) => fit::MARKDOWN_MAX_BYTES,
+                    _ => fit::ROBOT_MARKDOWN_MAX_BYTES,
                 };
                 let fitted = fit_alerts(total, max, |k| render(k).map(|t| t.trim().to_string()), more_line)?;
                 if fitted.text.trim().is_empty() {
                     return Err(error("the template rendered an empty message".into()));
                 }
-                let content = if route.msgtype == MsgType::Text {
-                    MessageContent::Text {
-                        content: fitted.text.clone(),
-                    }
-                } else {
-                    MessageContent::Markdown {
-                        content: fitted.text.clone(),
-                    }
+                let content = fitted.text.clone();
+                let content = match route.msgtype {
+                    MsgType::Text => MessageContent::Text { content },
+                    MsgType::Markdown => MessageContent::Markdown { content },
+                    _ => MessageContent::MarkdownV2 { content },
                 };
                 (content, fitted)
             }
@@ -297,11 +301,17 @@ struct MessageContext {
 }
 
 impl MessageContext {
-    fn new(route: &RouteConfig, payload: &WebhookPayload, alerts: &[&Alert]) -> MessageContext {
+    fn new(
+        route: &RouteConfig,
+        payload: &WebhookPayload,
+        alerts: &[&Alert],
+        mentions: &[String],
+    ) -> MessageContext {
         let firing = alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
         let resolved = alerts.len() - firing;
         let mut base = Map::new();
         base.insert("route".into(), json!(route.name));
+        base.insert("mentions".into(), json!(mentions));
         base.insert("receiver".into(), json!(payload.receiver));
         base.insert(
             "status".into(),

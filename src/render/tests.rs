@@ -24,12 +24,16 @@ fn render(msgtype: &str, payloads: &[&str]) -> RenderedMessage {
         .map(|p| WebhookPayload::parse(p.as_bytes()).unwrap())
         .collect();
     let alerts: Vec<&Alert> = parsed.iter().flat_map(|p| &p.alerts).collect();
-    renderer.render(&config.routes[0], &parsed[0], &alerts).unwrap()
+    renderer
+        .render(&config.routes[0], &parsed[0], &alerts, &[])
+        .unwrap()
 }
 
 fn text_of(message: &RenderedMessage) -> String {
     match &message.content {
-        MessageContent::Text { content } | MessageContent::Markdown { content } => content.clone(),
+        MessageContent::Text { content }
+        | MessageContent::Markdown { content }
+        | MessageContent::MarkdownV2 { content } => content.clone(),
         MessageContent::Textcard {
             title, description, ..
         } => format!("{title}\n{description}"),
@@ -107,7 +111,7 @@ fn render_user_template(name: &str, content: &str) -> Result<RenderedMessage, Re
     let renderer = Renderer::new(&config.templates).unwrap();
     let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
     let alerts: Vec<&Alert> = payload.alerts.iter().collect();
-    renderer.render(&config.routes[0], &payload, &alerts)
+    renderer.render(&config.routes[0], &payload, &alerts, &[])
 }
 
 #[test]
@@ -136,7 +140,11 @@ fn safe_url_keeps_links_inside_their_markup() {
     );
     let payload = WebhookPayload::parse(payload.as_bytes()).unwrap();
     let alerts: Vec<&Alert> = payload.alerts.iter().collect();
-    let text = text_of(&renderer.render(&config.routes[0], &payload, &alerts).unwrap());
+    let text = text_of(
+        &renderer
+            .render(&config.routes[0], &payload, &alerts, &[])
+            .unwrap(),
+    );
     assert!(
         text.contains("[source](http://p.example/graph?q=sum%28x%29%20%5By%5D)"),
         "{text}"

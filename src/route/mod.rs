@@ -1,14 +1,32 @@
-//! Routing: which configured route (and so which app, recipients and template) each alert
-//! goes to, decided by Alertmanager-style label matchers.
+//! Routing: which routes (and so which app or robot, recipients and template) each alert
+//! goes to, decided by Alertmanager-style label matchers, and how a route's alerts are
+//! split into messages (by `group_by` labels and by their recipients).
 
 pub mod matcher;
+pub mod recipients;
 
-use crate::config::RouteConfig;
-use crate::ingest::payload::Alert;
+use std::collections::BTreeMap;
 
-/// The alerts of one notification that landed on one route, in payload order.
+use crate::config::{Mentions, Recipients, RouteConfig};
+use crate::ingest::payload::{Alert, AlertStatus};
+use recipients::RecipientResolver;
+
+/// Alerts of one notification that go out as one message.
 #[derive(Debug)]
-pub struct RoutedGroup<'a> {
+pub struct Notification<'a> {
+    pub route: &'a RouteConfig,
+    pub alerts: Vec<&'a Alert>,
+    /// App routes: who receives it.
+    pub recipients: Recipients,
+    /// Robot routes: who is @-mentioned.
+    pub mentions: Mentions,
+    /// The `group_by` label values shared by these alerts.
+    pub group: BTreeMap<String, String>,
+}
+
+/// Alerts a route matched but whose recipients resolved to nobody, with no fallback.
+#[derive(Debug)]
+pub struct Unresolved<'a> {
     pub route: &'a RouteConfig,
     pub alerts: Vec<&'a Alert>,
 }
@@ -16,76 +34,143 @@ pub struct RoutedGroup<'a> {
 /// The result of routing one notification.
 #[derive(Debug, Default)]
 pub struct RoutingPlan<'a> {
-    /// One entry per route that received at least one alert, in route order.
-    pub groups: Vec<RoutedGroup<'a>>,
-    /// Alerts that matched no route (there is no catch-all).
+    /// In route order; within a route, in order of first appearance.
+    pub notifications: Vec<Notification<'a>>,
+    pub unresolved: Vec<Unresolved<'a>>,
+    /// Alerts that matched no route.
     pub unrouted: Vec<&'a Alert>,
 }
 
-/// Routes each alert on its own labels: the first route whose matchers all match wins.
-pub fn route_alerts<'a>(routes: &'a [RouteConfig], alerts: &'a [Alert]) -> RoutingPlan<'a> {
-    let mut per_route: Vec<Vec<&Alert>> = vec![Vec::new(); routes.len()];
-    let mut unrouted = Vec::new();
-    for alert in alerts {
-        match routes
-            .iter()
-            .position(|route| route.matchers.iter().all(|m| m.matches(&alert.labels)))
-        {
-            Some(index) => per_route[index].push(alert),
-            None => unrouted.push(alert),
+/// The configured routes, ready to route alerts.
+pub struct Router {
+    routes: Vec<RouteConfig>,
+    resolver: RecipientResolver,
+}
+
+impl Router {
+    pub fn new(routes: &[RouteConfig]) -> Result<Router, String> {
+        Ok(Router {
+            routes: routes.to_vec(),
+            resolver: RecipientResolver::new(routes)?,
+        })
+    }
+
+    pub fn routes(&self) -> &[RouteConfig] {
+        &self.routes
+    }
+
+    /// The routes an alert with these labels goes to: the first match, and after it every
+    /// further match while the matched routes say `continue`.
+    pub fn matching_routes(&self, labels: &BTreeMap<String, String>) -> Vec<&RouteConfig> {
+        let mut matched = Vec::new();
+        for route in &self.routes {
+            if route.matchers.iter().all(|m| m.matches(labels)) {
+                matched.push(route);
+                if !route.continue_matching {
+                    break;
+                }
+            }
+        }
+        matched
+    }
+
+    /// Routes each alert on its own labels and splits each route's alerts into messages.
+    pub fn plan<'a>(&'a self, alerts: &'a [Alert]) -> RoutingPlan<'a> {
+        let mut per_route: Vec<Vec<&Alert>> = vec![Vec::new(); self.routes.len()];
+        let mut plan = RoutingPlan::default();
+        for alert in alerts {
+            let mut matched = false;
+            for (index, route) in self.routes.iter().enumerate() {
+                if !route.matchers.iter().all(|m| m.matches(&alert.labels)) {
+                    continue;
+                }
+                matched = true;
+                if alert.status == AlertStatus::Firing || route.send_resolved {
+                    per_route[index].push(alert);
+                }
+                if !route.continue_matching {
+                    break;
+                }
+            }
+            if !matched {
+                plan.unrouted.push(alert);
+            }
+        }
+        for (route, alerts) in self.routes.iter().zip(per_route) {
+            if !alerts.is_empty() {
+                self.split(route, alerts, &mut plan);
+            }
+        }
+        plan
+    }
+
+    /// Splits one route's alerts into messages: alerts share a message only if they share
+    /// the `group_by` values and the same resolved recipients, so nobody receives an alert
+    /// meant for someone else.
+    fn split<'a>(&'a self, route: &'a RouteConfig, alerts: Vec<&'a Alert>, plan: &mut RoutingPlan<'a>) {
+        let first = plan.notifications.len();
+        let mut unresolved = Vec::new();
+        for alert in alerts {
+            let data = RecipientResolver::data(alert);
+            let group: BTreeMap<String, String> = route
+                .group_by
+                .iter()
+                .map(|label| {
+                    (
+                        label.clone(),
+                        alert.labels.get(label).cloned().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let (recipients, mentions) = if route.is_robot() {
+                let mentions = Mentions {
+                    users: self.resolver.expand(&route.mention.users, &data),
+                    mobiles: route.mention.mobiles.clone(),
+                };
+                (Recipients::default(), mentions)
+            } else {
+                let mut recipients = self.resolver.resolve(&route.to, &data);
+                if recipients.is_empty() {
+                    if let Some(fallback) = &route.fallback_to {
+                        recipients = self.resolver.resolve(fallback, &data);
+                    }
+                }
+                if recipients.is_empty() {
+                    unresolved.push(alert);
+                    continue;
+                }
+                (recipients, Mentions::default())
+            };
+            let existing = plan.notifications[first..]
+                .iter_mut()
+                .find(|n| n.group == group && (route.is_robot() || n.recipients == recipients));
+            match existing {
+                Some(notification) => {
+                    notification.alerts.push(alert);
+                    // A robot message mentions everyone any of its alerts names.
+                    for user in mentions.users {
+                        if !notification.mentions.users.contains(&user) {
+                            notification.mentions.users.push(user);
+                        }
+                    }
+                }
+                None => plan.notifications.push(Notification {
+                    route,
+                    alerts: vec![alert],
+                    recipients,
+                    mentions,
+                    group,
+                }),
+            }
+        }
+        if !unresolved.is_empty() {
+            plan.unresolved.push(Unresolved {
+                route,
+                alerts: unresolved,
+            });
         }
     }
-    let groups = routes
-        .iter()
-        .zip(per_route)
-        .filter(|(_, alerts)| !alerts.is_empty())
-        .map(|(route, alerts)| RoutedGroup { route, alerts })
-        .collect();
-    RoutingPlan { groups, unrouted }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::ingest::payload::WebhookPayload;
-
-    fn config() -> Config {
-        let yaml = r#"
-apps: [{name: ops, corp_id: ww1, agent_id: 1}]
-routes:
-  - {name: db, matchers: ['team="db"', 'severity=~"critical|warning"'], app: ops, msgtype: text, to: {users: [a]}}
-  - {name: pay, matchers: ['team="pay"'], app: ops, msgtype: text, to: {users: [b]}}
-"#;
-        Config::from_yaml(yaml, "test.yml", std::path::Path::new("")).unwrap()
-    }
-
-    fn alerts(labels: &[&str]) -> Vec<Alert> {
-        let alerts: Vec<String> = labels
-            .iter()
-            .map(|l| format!(r#"{{"status":"firing","labels":{{{l}}}}}"#))
-            .collect();
-        let body = format!(r#"{{"alerts":[{}]}}"#, alerts.join(","));
-        WebhookPayload::parse(body.as_bytes()).unwrap().alerts
-    }
-
-    #[test]
-    fn each_alert_goes_to_the_first_route_whose_matchers_all_match() {
-        let config = config();
-        let alerts = alerts(&[
-            r#""team":"db","severity":"critical""#,
-            r#""team":"pay""#,
-            r#""team":"db","severity":"info""#,
-            r#""team":"db","severity":"warning""#,
-        ]);
-        let plan = route_alerts(&config.routes, &alerts);
-        let summary: Vec<(&str, usize)> = plan
-            .groups
-            .iter()
-            .map(|g| (g.route.name.as_str(), g.alerts.len()))
-            .collect();
-        assert_eq!(summary, vec![("db", 2), ("pay", 1)]);
-        assert_eq!(plan.unrouted.len(), 1);
-        assert_eq!(plan.unrouted[0].labels["severity"], "info");
-    }
-}
+mod tests;

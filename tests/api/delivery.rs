@@ -210,7 +210,7 @@ async fn in_an_alert_storm_nothing_is_sent_that_wecom_would_silently_drop() {
     assert_eq!(
         metric(
             &metrics,
-            r#"alertmanager_wecom_member_rate_limited_total{app="ops"}"#
+            r#"alertmanager_wecom_member_rate_limited_total{target="ops"}"#
         ),
         5.0
     );

@@ -86,6 +86,7 @@ pub struct DeliveredMessage {
 pub enum Endpoint {
     GetToken,
     Send,
+    Robot,
 }
 
 /// One request as the fake saw it, with what it answered.
@@ -123,6 +124,7 @@ impl FakeWeCom {
                 .app_data(web::PayloadConfig::new(8 << 20))
                 .route("/cgi-bin/gettoken", web::route().to(gettoken_handler))
                 .route("/cgi-bin/message/send", web::route().to(send_handler))
+                .route("/cgi-bin/webhook/send", web::route().to(robot_handler))
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -204,6 +206,39 @@ impl FakeWeCom {
     }
 
     /// Faults for the next calls of message/send, FIFO.
+    /// A group robot reachable with this webhook key.
+    pub fn add_robot(&self, key: &str) {
+        self.shared.lock().robots.insert(
+            key.to_string(),
+            RobotState {
+                enabled: true,
+                messages: Vec::new(),
+                sent_at: VecDeque::new(),
+            },
+        );
+    }
+
+    /// Disables a robot: posts get 93004.
+    pub fn disable_robot(&self, key: &str) {
+        if let Some(robot) = self.shared.lock().robots.get_mut(key) {
+            robot.enabled = false;
+        }
+    }
+
+    /// Bodies the robot accepted, in order.
+    pub fn robot_messages(&self, key: &str) -> Vec<Value> {
+        self.shared
+            .lock()
+            .robots
+            .get(key)
+            .map(|r| r.messages.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn inject_robot_faults(&self, faults: Vec<Fault>) {
+        self.shared.lock().robot_faults.extend(faults);
+    }
+
     /// Faults for the next sends whose `touser` names `user` (checked before the FIFO), so
     /// a test can fail one route deterministically while others succeed.
     pub fn inject_send_faults_for_user(&self, user: &str, faults: Vec<Fault>) {
@@ -316,6 +351,9 @@ struct State {
     tokens: HashMap<String, TokenInfo>,
     issued: Vec<String>,
     send_faults: VecDeque<Fault>,
+    /// Group robots by key: (enabled, accepted message bodies, send instants).
+    robots: HashMap<String, RobotState>,
+    robot_faults: VecDeque<Fault>,
     /// (user id, faults): faults for sends whose `touser` names that user, before the FIFO.
     targeted_send_faults: Vec<(String, VecDeque<Fault>)>,
     gettoken_faults: VecDeque<Fault>,
@@ -333,6 +371,17 @@ struct State {
     rng: Rng,
     msg_counter: u64,
 }
+
+struct RobotState {
+    enabled: bool,
+    messages: Vec<Value>,
+    sent_at: VecDeque<Instant>,
+}
+
+/// Group robot limits (shared/wecom-api.md §5).
+pub const ROBOT_PER_MINUTE: usize = 20;
+pub const ROBOT_TEXT_MAX_BYTES: usize = 2048;
+pub const ROBOT_MARKDOWN_MAX_BYTES: usize = 4096;
 
 type Fail = (i64, &'static str);
 
@@ -355,6 +404,8 @@ impl State {
             issued: Vec::new(),
             send_faults: VecDeque::new(),
             targeted_send_faults: Vec::new(),
+            robots: HashMap::new(),
+            robot_faults: VecDeque::new(),
             gettoken_faults: VecDeque::new(),
             gettoken_calls: 0,
             send_calls: 0,
@@ -452,6 +503,78 @@ impl State {
         self.apps[app].current_token = Some(token.clone());
         self.issued.push(token.clone());
         Ok(token_reply(&token, lifetime))
+    }
+
+    // ---- webhook/send (group robot) ----
+
+    fn robot(&mut self, req: &HttpRequest, body: &[u8]) -> Value {
+        match self.robot_inner(req, body) {
+            Ok(()) => json!({"errcode": 0, "errmsg": "ok"}),
+            Err((code, msg)) => self.error(code, msg),
+        }
+    }
+
+    fn robot_inner(&mut self, req: &HttpRequest, body: &[u8]) -> Result<(), Fail> {
+        if req.method() != Method::POST {
+            return Err((43002, "require POST method"));
+        }
+        let key = parse_query(req.query_string())
+            .get("key")
+            .cloned()
+            .unwrap_or_default();
+        let now = self.now();
+        let robot = self.robots.get_mut(&key).ok_or((93000, "invalid webhook url"))?;
+        if !robot.enabled {
+            return Err((93004, "webhook robot disabled"));
+        }
+        let body: Value = serde_json::from_slice(body).map_err(|_| (40058, "invalid json"))?;
+        let msgtype = body.get("msgtype").and_then(Value::as_str).unwrap_or("");
+        let content = |field: &str| {
+            body.get(field)
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        match msgtype {
+            "text" => {
+                let text = content("text")
+                    .filter(|c| !c.is_empty())
+                    .ok_or((44004, "empty content"))?;
+                if text.len() > ROBOT_TEXT_MAX_BYTES {
+                    return Err((45002, "content size out of limit"));
+                }
+                for list in ["mentioned_list", "mentioned_mobile_list"] {
+                    if let Some(v) = body["text"].get(list) {
+                        if !v.as_array().is_some_and(|a| a.iter().all(Value::is_string)) {
+                            return Err((40058, "mentioned list must be an array of strings"));
+                        }
+                    }
+                }
+            }
+            "markdown" | "markdown_v2" => {
+                let text = content(msgtype)
+                    .filter(|c| !c.is_empty())
+                    .ok_or((44004, "empty content"))?;
+                if text.len() > ROBOT_MARKDOWN_MAX_BYTES {
+                    return Err((40058, "markdown content size out of limit"));
+                }
+            }
+            "news" | "image" | "file" | "template_card" | "voice" => {}
+            _ => return Err((40008, "invalid message type")),
+        }
+        while robot
+            .sent_at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
+        {
+            robot.sent_at.pop_front();
+        }
+        if robot.sent_at.len() >= ROBOT_PER_MINUTE {
+            return Err((45009, "api freq out of limit"));
+        }
+        robot.sent_at.push_back(now);
+        robot.messages.push(body);
+        Ok(())
     }
 
     // ---- message/send ----
@@ -975,6 +1098,15 @@ async fn send_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shar
         None => Reply::Json(shared.lock().send(&req, &body)),
     };
     finish(&shared, Endpoint::Send, &req, &body, reply)
+}
+
+async fn robot_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    let fault = shared.lock().robot_faults.pop_front();
+    let reply = match apply_fault(fault).await {
+        Some(r) => r,
+        None => Reply::Json(shared.lock().robot(&req, &body)),
+    };
+    finish(&shared, Endpoint::Robot, &req, &body, reply)
 }
 
 async fn not_found() -> HttpResponse {

@@ -11,8 +11,8 @@ async fn every_known_series_exists_at_zero_before_any_traffic() {
     let metrics = app.metrics().await;
     for sample in [
         r#"alertmanager_wecom_alerts_received_total{status="firing"}"#,
-        r#"alertmanager_wecom_notifications_total{outcome="sent",route="db"}"#,
-        r#"alertmanager_wecom_notifications_total{outcome="failed_permanent",route="default"}"#,
+        r#"alertmanager_wecom_notifications_total{outcome="sent",route="db",target="ops"}"#,
+        r#"alertmanager_wecom_notifications_total{outcome="failed_permanent",route="default",target="ops"}"#,
         r#"alertmanager_wecom_wecom_api_requests_total{endpoint="message/send",errcode="0"}"#,
         r#"alertmanager_wecom_wecom_api_requests_total{endpoint="gettoken",errcode="40001"}"#,
         r#"alertmanager_wecom_token_refreshes_total{app="ops",reason="initial"}"#,
@@ -39,7 +39,7 @@ async fn a_delivery_is_counted_by_route_outcome_and_api_call() {
     assert_eq!(
         metric(
             &metrics,
-            r#"alertmanager_wecom_notifications_total{outcome="sent",route="pay"}"#
+            r#"alertmanager_wecom_notifications_total{outcome="sent",route="pay",target="ops"}"#
         ),
         1.0
     );

@@ -52,7 +52,7 @@ async fn a_transient_failure_that_outlives_the_deadline_is_answered_503() {
     assert_eq!(
         metric(
             &metrics,
-            r#"alertmanager_wecom_notifications_total{outcome="failed_transient",route="pay"}"#
+            r#"alertmanager_wecom_notifications_total{outcome="failed_transient",route="pay",target="ops"}"#
         ),
         1.0
     );

@@ -1,6 +1,7 @@
-//! WeCom silently drops app messages beyond 30 a minute (1000 an hour) to one member: the
-//! send still succeeds. We count what each app sent to each user and refuse to send what
-//! WeCom would drop, so the notification is retried later instead of lost.
+//! Counting messages against WeCom's rate limits before sending. WeCom silently drops app
+//! messages beyond 30 a minute (1000 an hour) to one member — the send still succeeds —
+//! and a group robot takes 20 messages a minute. We count what was sent and refuse to send
+//! what WeCom would drop or refuse, so the notification is retried later instead of lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -8,22 +9,49 @@ use std::time::{Duration, Instant};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
-pub const PER_MINUTE: usize = 30;
-pub const PER_HOUR: usize = 1000;
 
-/// Messages sent to each user by one app within the last hour.
-#[derive(Default)]
-pub struct MemberBudget {
+/// One app to one member.
+pub const MEMBER_PER_MINUTE: usize = 30;
+pub const MEMBER_PER_HOUR: usize = 1000;
+/// One group robot.
+pub const ROBOT_PER_MINUTE: usize = 20;
+
+/// Messages sent to each key (a user, or a robot) within the last hour.
+pub struct RateBudget {
+    per_minute: usize,
+    per_hour: usize,
     sent: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
-impl MemberBudget {
-    /// Books one message for each of `users`, all or none. On refusal, returns the users
-    /// who are out of budget. `@all` cannot be tracked and is let through.
-    pub fn try_reserve(&self, users: &[String]) -> Result<Reservation, Vec<String>> {
+impl RateBudget {
+    pub fn new(per_minute: usize, per_hour: usize) -> RateBudget {
+        RateBudget {
+            per_minute,
+            per_hour,
+            sent: Mutex::default(),
+        }
+    }
+
+    /// The budget of one app towards each member.
+    pub fn members() -> RateBudget {
+        RateBudget::new(MEMBER_PER_MINUTE, MEMBER_PER_HOUR)
+    }
+
+    /// The budget of one group robot (key it by the robot's name).
+    pub fn robot() -> RateBudget {
+        RateBudget::new(ROBOT_PER_MINUTE, usize::MAX)
+    }
+
+    pub fn per_minute(&self) -> usize {
+        self.per_minute
+    }
+
+    /// Books one message for each of `keys`, all or none. On refusal, returns the keys
+    /// that are out of budget. `@all` cannot be tracked and is let through.
+    pub fn try_reserve(&self, keys: &[String]) -> Result<Reservation, Vec<String>> {
         let now = Instant::now();
         let mut sent = self.lock();
-        let keys: Vec<String> = users
+        let keys: Vec<String> = keys
             .iter()
             .filter(|u| *u != "@all")
             .map(|u| u.to_lowercase())
@@ -42,7 +70,7 @@ impl MemberBudget {
                     .rev()
                     .take_while(|t| now.duration_since(**t) < MINUTE)
                     .count();
-                last_minute >= PER_MINUTE || times.len() >= PER_HOUR
+                last_minute >= self.per_minute || times.len() >= self.per_hour
             })
             .cloned()
             .collect();
@@ -75,7 +103,7 @@ impl MemberBudget {
     }
 }
 
-/// Messages booked by [`MemberBudget::try_reserve`].
+/// Messages booked by [`RateBudget::try_reserve`].
 #[must_use = "release the reservation if the message is not accepted"]
 pub struct Reservation {
     users: Vec<String>,
@@ -92,8 +120,8 @@ mod tests {
 
     #[test]
     fn the_31st_message_in_a_minute_to_one_user_is_refused() {
-        let budget = MemberBudget::default();
-        for _ in 0..PER_MINUTE {
+        let budget = RateBudget::members();
+        for _ in 0..MEMBER_PER_MINUTE {
             let _ = budget.try_reserve(&users(&["alice", "bob"])).unwrap();
         }
         assert_eq!(
@@ -101,7 +129,7 @@ mod tests {
             Some(users(&["alice"]))
         );
         // all or none: carol was not booked by the refused attempt
-        for _ in 0..PER_MINUTE {
+        for _ in 0..MEMBER_PER_MINUTE {
             let _ = budget.try_reserve(&users(&["carol"])).unwrap();
         }
         assert!(budget.try_reserve(&users(&["carol"])).is_err());
@@ -110,8 +138,8 @@ mod tests {
 
     #[test]
     fn a_released_reservation_frees_its_slot() {
-        let budget = MemberBudget::default();
-        for _ in 0..PER_MINUTE - 1 {
+        let budget = RateBudget::members();
+        for _ in 0..MEMBER_PER_MINUTE - 1 {
             let _ = budget.try_reserve(&users(&["alice"])).unwrap();
         }
         let last = budget.try_reserve(&users(&["alice"])).unwrap();

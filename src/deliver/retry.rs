@@ -1,0 +1,85 @@
+//! When to try a failed call again: at most 3 retries (WeCom's advice for "busy"), with
+//! jittered exponential backoff, never past the delivery deadline.
+
+use std::time::{Duration, Instant};
+
+const MAX_ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Tracks the attempts at one message.
+pub struct Retry {
+    deadline: Instant,
+    attempts: u32,
+    backoff: Duration,
+}
+
+impl Retry {
+    pub fn new(deadline: Instant) -> Retry {
+        Retry {
+            deadline,
+            attempts: 0,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// Counts an attempt about to be made.
+    pub fn attempt(&mut self) -> u32 {
+        self.attempts += 1;
+        self.attempts
+    }
+
+    /// Takes back the last attempt (it did not count, e.g. a token refresh).
+    pub fn forgive(&mut self) {
+        self.attempts = self.attempts.saturating_sub(1);
+    }
+
+    /// Time left for one call, at most `cap`.
+    pub fn call_timeout(&self, cap: Duration) -> Duration {
+        cap.min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The pause before the next attempt, or `None` when there is no attempt left or the
+    /// pause would outlive the deadline.
+    pub fn next_pause(&mut self) -> Option<Duration> {
+        let pause = jittered(self.backoff);
+        if self.attempts >= MAX_ATTEMPTS || Instant::now() + pause >= self.deadline {
+            return None;
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        Some(pause)
+    }
+}
+
+/// ±20 % jitter so that replicas retrying the same failure do not march in step.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_three_retries_with_growing_pauses() {
+        let mut retry = Retry::new(Instant::now() + Duration::from_secs(60));
+        let mut pauses = Vec::new();
+        loop {
+            retry.attempt();
+            match retry.next_pause() {
+                Some(pause) => pauses.push(pause),
+                None => break,
+            }
+        }
+        assert_eq!(pauses.len(), 3);
+        assert!(pauses[0] < pauses[2]);
+        assert!(pauses.iter().all(|p| *p <= MAX_BACKOFF.mul_f64(1.2)));
+    }
+
+    #[test]
+    fn no_retry_would_outlive_the_deadline() {
+        let mut retry = Retry::new(Instant::now() + Duration::from_millis(100));
+        retry.attempt();
+        assert_eq!(retry.next_pause(), None);
+    }
+}

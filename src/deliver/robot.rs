@@ -1,0 +1,64 @@
+//! Sending through a group robot (群机器人): a webhook whose key is the credential.
+
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use serde_json::Value;
+
+use super::api::WeComApi;
+use super::retry::Retry;
+use super::sender::{SendFailure, Sent};
+use crate::config::RobotConfig;
+
+pub struct RobotSender {
+    robot: RobotConfig,
+    api: WeComApi,
+    call_timeout: Duration,
+}
+
+impl RobotSender {
+    pub fn new(robot: RobotConfig, api: WeComApi, call_timeout: Duration) -> RobotSender {
+        RobotSender {
+            robot,
+            api,
+            call_timeout,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.robot.name
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.robot.key.is_none()
+    }
+
+    /// Posts `body` to the robot, retrying transient failures before `deadline`.
+    pub async fn send(&self, body: &Value, deadline: Instant) -> Result<Sent, SendFailure> {
+        let Some(key) = &self.robot.key else {
+            info!("dry-run: robot {} would send: {body}", self.robot.name);
+            return Ok(Sent::DryRun);
+        };
+        let mut retry = Retry::new(deadline);
+        loop {
+            let attempt = retry.attempt();
+            let timeout = retry.call_timeout(self.call_timeout);
+            let failure = match self.api.send_robot(&self.robot.api_url, key, body, timeout).await {
+                Ok(()) => return Ok(Sent::Accepted(Default::default())),
+                Err(error) => match SendFailure::from_wecom(error) {
+                    permanent @ SendFailure::Permanent { .. } => return Err(permanent),
+                    transient => transient,
+                },
+            };
+            let Some(pause) = retry.next_pause() else {
+                return Err(failure);
+            };
+            warn!(
+                "robot {}: attempt {attempt} failed ({failure}); retrying in {}ms",
+                self.robot.name,
+                pause.as_millis()
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Recipients derived from the alert: entries of `to`, `fallback_to` and `mention` may be
+//! templates over the alert's labels and annotations (`"{{labels.owner}}"`), and a value
+//! may name several recipients separated by `|` or `,`.
+
+use handlebars::{no_escape, Handlebars};
+use log::warn;
+use serde_json::{json, Value};
+
+use crate::config::{Recipients, RouteConfig};
+use crate::ingest::payload::Alert;
+
+/// Renders recipient entries for one alert.
+pub struct RecipientResolver {
+    /// Each templated entry is registered under its own text as name.
+    registry: Handlebars<'static>,
+}
+
+impl RecipientResolver {
+    pub fn new(routes: &[RouteConfig]) -> Result<RecipientResolver, String> {
+        let mut registry = Handlebars::new();
+        // Not strict: a missing label gives "", which is dropped (then `fallback_to` applies).
+        registry.register_escape_fn(no_escape);
+        for route in routes {
+            let specs = std::iter::once(&route.to).chain(route.fallback_to.as_ref());
+            let entries = specs
+                .flat_map(|r| r.users.iter().chain(&r.parties).chain(&r.tags))
+                .chain(&route.mention.users);
+            for entry in entries.filter(|e| is_template(e)) {
+                registry
+                    .register_template_string(entry, entry)
+                    .map_err(|e| format!("route {:?}: recipient template {entry:?}: {e}", route.name))?;
+            }
+        }
+        Ok(RecipientResolver { registry })
+    }
+
+    /// The data a recipient template sees.
+    pub fn data(alert: &Alert) -> Value {
+        json!({ "labels": alert.labels, "annotations": alert.annotations, "status": alert.status.as_str() })
+    }
+
+    /// Recipients of `spec` for the alert whose data is `data`. Party and tag ids that are
+    /// not numbers are dropped (WeCom would refuse them).
+    pub fn resolve(&self, spec: &Recipients, data: &Value) -> Recipients {
+        let numeric = |kind: &str, ids: Vec<String>| -> Vec<String> {
+            ids.into_iter()
+                .filter(|id| {
+                    let ok = id.parse::<u64>().is_ok();
+                    if !ok {
+                        warn!("ignoring {kind} id {id:?}: WeCom {kind} ids are numbers");
+                    }
+                    ok
+                })
+                .collect()
+        };
+        Recipients {
+            users: self.expand(&spec.users, data),
+            parties: numeric("party", self.expand(&spec.parties, data)),
+            tags: numeric("tag", self.expand(&spec.tags, data)),
+        }
+    }
+
+    /// Renders and splits entries: `"a|b"`, `"a, b"` → `[a, b]`; empty results vanish.
+    pub fn expand(&self, entries: &[String], data: &Value) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for entry in entries {
+            let rendered = if is_template(entry) {
+                match self.registry.render(entry, data) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        warn!("recipient template {entry:?} failed: {e}");
+                        String::new()
+                    }
+                }
+            } else {
+                entry.clone()
+            };
+            for id in rendered
+                .split(['|', ','])
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+            {
+                if !out.iter().any(|seen| seen == id) {
+                    out.push(id.to_string());
+                }
+            }
+        }
+        out
+    }
+}
+
+fn is_template(entry: &str) -> bool {
+    entry.contains("{{")
+}
