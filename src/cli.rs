@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use log::{error, info};
 
 use crate::config::Config;
+use crate::route::explain::{explain, parse_labels};
+use crate::route::Router;
 use crate::service::Service;
 use crate::startup::Application;
 
@@ -34,6 +36,15 @@ pub struct Cli {
 pub enum Command {
     /// Validate the configuration and templates, then exit (non-zero on any problem).
     Check,
+    /// Show which routes an alert with the given labels reaches, and who receives it.
+    Route {
+        /// The alert's labels, e.g. 'team="db",severity="critical"'.
+        #[arg(long, value_name = "LABELS")]
+        labels: String,
+        /// The alert's annotations, in the same form (for recipient templates that use them).
+        #[arg(long, value_name = "ANNOTATIONS", default_value = "")]
+        annotations: String,
+    },
 }
 
 /// Entry point of the binary.
@@ -42,6 +53,10 @@ pub fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::Check) => check(cli.config.as_deref()),
+        Some(Command::Route {
+            ref labels,
+            ref annotations,
+        }) => route(cli.config.as_deref(), labels, annotations),
         None => serve(cli),
     }
 }
@@ -79,6 +94,29 @@ fn check(path: Option<&Path>) -> ExitCode {
                 service.config.routes.len(),
                 service.config.apps.len()
             );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn route(path: Option<&Path>, labels: &str, annotations: &str) -> ExitCode {
+    let result = load(path).and_then(|config| {
+        let router = Router::new(&config.routes)?;
+        let labels = parse_labels(labels)?;
+        let annotations = if annotations.is_empty() {
+            Default::default()
+        } else {
+            parse_labels(annotations)?
+        };
+        Ok(explain(&router, labels, annotations))
+    });
+    match result {
+        Ok(report) => {
+            print!("{report}");
             ExitCode::SUCCESS
         }
         Err(message) => {

@@ -74,6 +74,29 @@ fn secrets_come_from_the_environment_or_a_file_and_never_print() {
 }
 
 #[test]
+fn an_app_may_use_its_own_api_url_and_a_robot_its_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("robot-key"), "TESTSECRET-robot\n").unwrap();
+    let yaml = MINIMAL
+        .replace(
+            "agent_id: 1000002",
+            "agent_id: 1000002, api_url: 'http://wecom-proxy:8080/cgi-bin'",
+        )
+        .replace(
+            "routes: [",
+            "routes: [{name: chat, robot: {key_file: robot-key}, msgtype: markdown_v2}, ",
+        );
+    let config = Config::from_yaml(&yaml, "test.yml", dir.path()).unwrap();
+    assert_eq!(config.apps[0].api_url, "http://wecom-proxy:8080/cgi-bin/");
+    let Target::Robot(robot) = &config.routes[0].target else {
+        panic!("a robot route")
+    };
+    assert_eq!(robot.name, "chat", "a robot is named after its route by default");
+    assert_eq!(robot.key.as_ref().unwrap().expose(), "TESTSECRET-robot");
+    assert_eq!(robot.api_url, DEFAULT_API_URL);
+}
+
+#[test]
 fn an_empty_secret_means_dry_run_for_that_app() {
     let yaml = MINIMAL.replace(
         "agent_id: 1000002",

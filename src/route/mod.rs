@@ -2,6 +2,7 @@
 //! goes to, decided by Alertmanager-style label matchers, and how a route's alerts are
 //! split into messages (by `group_by` labels and by their recipients).
 
+pub mod explain;
 pub mod matcher;
 pub mod recipients;
 

@@ -196,3 +196,38 @@ async fn the_binary_serves_the_bundled_example_in_dry_run_mode() {
     assert!(stderr.contains("DRY-RUN"), "{stderr}");
     assert!(stderr.contains("would send"), "{stderr}");
 }
+
+#[test]
+fn route_shows_which_routes_an_alert_reaches_and_who_receives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1000002}]
+routes:
+  - {name: audit, continue: true, app: ops, msgtype: text, to: {users: [auditor]}}
+  - {name: db, matchers: ['team="db"'], app: ops, msgtype: textcard, to: {users: ["{{labels.owner}}"], parties: [2]}}
+  - {name: chat, robot: {name: db-chat}, msgtype: text, mention: {users: ["{{labels.owner}}"]}}
+"#,
+    );
+    let (code, stdout, stderr) = run(&[
+        "route",
+        "--config",
+        &path,
+        "--labels",
+        r#"team="db",owner="alice""#,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("audit: app ops, text"), "{stdout}");
+    assert!(stdout.contains("db: app ops, textcard"), "{stdout}");
+    assert!(stdout.contains("users alice; parties 2"), "{stdout}");
+    assert!(!stdout.contains("chat:"), "db does not continue: {stdout}");
+
+    let (code, stdout, _) = run(&["route", "--config", &path, "--labels", r#"team="web""#]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("audit:") && !stdout.contains("db:"), "{stdout}");
+
+    let (code, _, stderr) = run(&["route", "--config", &path, "--labels", r#"team=~"db""#]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("name=\"value\""), "{stderr}");
+}

@@ -10,5 +10,6 @@ mod helpers;
 mod idempotency;
 mod ingest;
 mod observability;
+mod routing;
 mod tokens;
 mod wecom_failures;
