@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use log::{error, info};
 
+use std::io::Write;
+
 use crate::config::Config;
 use crate::route::explain::{explain, parse_labels};
 use crate::route::Router;
+use crate::runtime::{ConfigSource, Runtime};
 use crate::service::Service;
 use crate::startup::Application;
 
@@ -30,6 +33,15 @@ pub struct Cli {
     /// Render and log the exact WeCom requests instead of sending them.
     #[arg(long)]
     pub dry_run: bool,
+    /// Log line format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +62,7 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     match cli.command {
         Some(Command::Check) => check(cli.config.as_deref()),
         Some(Command::Route {
@@ -61,11 +73,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `RUST_LOG` decides; the default is `info`.
-fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+/// `RUST_LOG` decides what is logged; the default is `info`.
+fn init_logging(format: LogFormat) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match format {
+        LogFormat::Text => builder.format_timestamp_millis(),
+        LogFormat::Json => builder.format(|out, record| {
+            let line = serde_json::json!({
+                "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(out, "{line}")
+        }),
+    };
+    builder.init();
 }
 
 fn load(path: Option<&Path>) -> Result<Config, String> {
@@ -80,11 +103,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     let file = path.map_or("<bundled example>".into(), |p| p.display().to_string());
     let result = load(path).and_then(|config| {
         let source = config.source.clone();
-        let service = Service::new(config, true).map_err(|e| format!("{file}: {e}"))?;
-        service
-            .renderer
-            .check_with_samples(&service.config.routes)
-            .map_err(|e| format!("{file}: {e} (rendering a sample notification)"))?;
+        let service = Service::standalone(config, true).map_err(|e| format!("{file}: {e}"))?;
         Ok((source, service))
     });
     match result {
@@ -127,41 +146,39 @@ fn route(path: Option<&Path>, labels: &str, annotations: &str) -> ExitCode {
 }
 
 fn serve(cli: Cli) -> ExitCode {
-    let mut config = match load(cli.config.as_deref()) {
-        Ok(config) => config,
+    let source = match &cli.config {
+        Some(path) => ConfigSource::File(path.clone()),
+        None => {
+            info!("no --config given: using the bundled example configuration");
+            ConfigSource::Bundled
+        }
+    };
+    let listen = match cli.listen.as_deref().map(str::parse).transpose() {
+        Ok(listen) => listen,
+        Err(e) => {
+            error!(
+                "--listen {:?} is not an address like 0.0.0.0:9097: {e}",
+                cli.listen.unwrap_or_default()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match Runtime::start(source, listen, cli.dry_run) {
+        Ok(runtime) => runtime,
         Err(message) => {
             error!("{message}");
             return ExitCode::FAILURE;
         }
     };
-    if cli.config.is_none() {
-        info!("no --config given: using the bundled example configuration");
-    }
-    if let Some(listen) = &cli.listen {
-        match listen.parse() {
-            Ok(addr) => config.listen = addr,
-            Err(e) => {
-                error!("--listen {listen:?} is not an address like 0.0.0.0:9097: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    let service = match Service::new(config, cli.dry_run) {
-        Ok(service) => service,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
+    let executor = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(executor) => executor,
         Err(e) => {
             error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let application = Application::build(service)?;
+    let result = executor.block_on(async {
+        let application = Application::build(runtime)?;
         application.run_until_stopped().await
     });
     match result {

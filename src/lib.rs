@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod render;
 pub mod route;
+pub mod runtime;
 pub mod secret;
 pub mod service;
 pub mod startup;

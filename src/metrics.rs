@@ -3,7 +3,8 @@
 //! absence alerts work from the first scrape.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::config::Config;
@@ -43,11 +44,13 @@ pub struct Metrics {
     pub invalid_recipients: IntCounterVec,
     pub member_rate_limited: IntCounterVec,
     pub recipients_unresolved: IntCounterVec,
+    config_reload_successful: IntGauge,
+    config_reload_timestamp: Gauge,
 }
 
 impl Metrics {
-    /// Registers every metric, pre-initialised for the routes and apps of `config`.
-    pub fn new(config: &Config) -> Metrics {
+    /// Registers every metric; [`Metrics::prepare`] pre-initialises the series of a config.
+    pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some(NAMESPACE.to_string()), None).expect("valid namespace");
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let counter = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -140,7 +143,7 @@ impl Metrics {
         for status in ["firing", "resolved"] {
             alerts_received.with_label_values(&[status]);
         }
-        for code in ["200", "400", "401", "413", "415", "422", "503"] {
+        for code in ["200", "400", "401", "408", "413", "415", "422", "503"] {
             webhooks.with_label_values(&[code]);
         }
         let recipients_unresolved = counter(
@@ -148,16 +151,6 @@ impl Metrics {
             "Alerts not delivered because the route's recipients resolved to nobody and it has no fallback_to.",
             &["route"],
         );
-        for route in &config.routes {
-            messages_cut.with_label_values(&[&route.name]);
-            recipients_unresolved.with_label_values(&[&route.name]);
-            for outcome in NOTIFICATION_OUTCOMES {
-                notifications.with_label_values(&[&route.name, route.target_name(), outcome]);
-            }
-            if route.is_robot() {
-                member_rate_limited.with_label_values(&[route.target_name()]);
-            }
-        }
         for endpoint in Endpoint::ALL {
             api_duration.with_label_values(&[endpoint.as_str()]);
             for (_, errcode) in KNOWN_ERRCODES {
@@ -167,21 +160,27 @@ impl Metrics {
                 api_requests.with_label_values(&[endpoint.as_str(), errcode]);
             }
         }
-        for app in &config.apps {
-            member_rate_limited.with_label_values(&[&app.name]);
-            for reason in TOKEN_REFRESH_REASONS {
-                token_refreshes.with_label_values(&[&app.name, reason]);
-            }
-            for reason in TOKEN_FAILURE_REASONS {
-                token_failures.with_label_values(&[&app.name, reason]);
-            }
-            for kind in RECIPIENT_KINDS {
-                invalid_recipients.with_label_values(&[&app.name, kind]);
-            }
-        }
+        let config_reload_successful = IntGauge::with_opts(Opts::new(
+            "config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful (1) or not (0).",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_reload_successful.clone()))
+            .expect("unique metric");
+        let config_reload_timestamp = Gauge::with_opts(Opts::new(
+            "config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration load.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_reload_timestamp.clone()))
+            .expect("unique metric");
 
         Metrics {
             registry,
+            config_reload_successful,
+            config_reload_timestamp,
             alerts_received,
             alerts_unrouted,
             webhooks,
@@ -197,11 +196,65 @@ impl Metrics {
         }
     }
 
+    /// Pre-initialises the series of the routes, apps and robots of `config` (called for
+    /// every configuration loaded; series of removed routes stay, as counters should).
+    pub fn prepare(&self, config: &Config) {
+        let Metrics {
+            messages_cut,
+            recipients_unresolved,
+            notifications,
+            member_rate_limited,
+            token_refreshes,
+            token_failures,
+            invalid_recipients,
+            ..
+        } = self;
+        for route in &config.routes {
+            messages_cut.with_label_values(&[&route.name]);
+            recipients_unresolved.with_label_values(&[&route.name]);
+            for outcome in NOTIFICATION_OUTCOMES {
+                notifications.with_label_values(&[&route.name, route.target_name(), outcome]);
+            }
+            if route.is_robot() {
+                member_rate_limited.with_label_values(&[route.target_name()]);
+            }
+        }
+        for app in &config.apps {
+            member_rate_limited.with_label_values(&[&app.name]);
+            for reason in TOKEN_REFRESH_REASONS {
+                token_refreshes.with_label_values(&[&app.name, reason]);
+            }
+            for reason in TOKEN_FAILURE_REASONS {
+                token_failures.with_label_values(&[&app.name, reason]);
+            }
+            for kind in RECIPIENT_KINDS {
+                invalid_recipients.with_label_values(&[&app.name, kind]);
+            }
+        }
+    }
+
+    /// Records the outcome of loading a configuration.
+    pub fn record_reload(&self, success: bool) {
+        self.config_reload_successful.set(i64::from(success));
+        if success {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.config_reload_timestamp.set(now);
+        }
+    }
+
     /// The text exposition format for `GET /metrics`.
     pub fn encode(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding gathered families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
     }
 }

@@ -1,60 +1,71 @@
-//! Wiring the HTTP server: routes, shared state, listener. Tests start the application
-//! through the same `Application::build` as `main`, on port 0.
+//! Wiring the HTTP server: routes, shared state, listener, signals and the config watch.
+//! Tests start the application through the same `Application::build` as `main`, on port 0.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use log::{info, warn};
+use sha2::{Digest, Sha256};
 
 use crate::ingest::auth::refusal;
-use crate::ingest::handler::receive_alerts;
-use crate::service::Service;
+use crate::ingest::handler::{error_response, receive_alerts};
+use crate::runtime::Runtime;
 
 /// A bound, not yet running server.
 pub struct Application {
     port: u16,
     server: Server,
-    service: Arc<Service>,
+    runtime: Arc<Runtime>,
 }
 
 impl Application {
-    /// Binds `service.config.listen` (port 0 picks a free port) and prepares the server.
-    pub fn build(service: Service) -> std::io::Result<Application> {
+    /// Binds the configured `listen` address (port 0 picks a free port).
+    pub fn build(runtime: Runtime) -> std::io::Result<Application> {
+        let service = runtime.service();
+        let settings = &service.config.server;
         let listener = TcpListener::bind(service.config.listen)?;
         let port = listener.local_addr()?.port();
-        let service = web::Data::new(service);
-        let shared = service.clone().into_inner();
-        let dry_run = shared.notifier.dry_run_targets();
+        let dry_run = service.notifier.dry_run_targets();
         if !dry_run.is_empty() {
             warn!(
                 "DRY-RUN for {}: messages are rendered and logged, NOT sent to WeCom (no secret or robot key configured, or --dry-run)",
                 dry_run.join(", ")
             );
         }
+        let runtime = web::Data::new(runtime);
+        let shared = runtime.clone().into_inner();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(service.clone())
+                .app_data(runtime.clone())
                 .route("/alerts", web::post().to(receive_alerts))
                 .route("/metrics", web::get().to(metrics))
                 .route("/-/healthy", web::get().to(healthy))
                 .route("/-/ready", web::get().to(ready))
+                .route("/-/reload", web::post().to(reload))
         })
         .workers(2)
+        // Signals are ours: SIGTERM first turns /-/ready unready, SIGHUP reloads.
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
+        .client_request_timeout(settings.request_timeout)
         .listen(listener)?
         .run();
         info!(
             "listening on {}:{port} with config {} ({} route(s), {} app(s))",
-            shared.config.listen.ip(),
-            shared.config.source,
-            shared.config.routes.len(),
-            shared.config.apps.len()
+            service.config.listen.ip(),
+            service.config.source,
+            service.config.routes.len(),
+            service.config.apps.len()
         );
         Ok(Application {
             port,
             server,
-            service: shared,
+            runtime: shared,
         })
     }
 
@@ -62,18 +73,145 @@ impl Application {
         self.port
     }
 
-    pub fn service(&self) -> Arc<Service> {
-        self.service.clone()
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.clone()
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM).
+    /// A handle to stop the server gracefully, as SIGTERM does.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        Shutdown {
+            server: self.server.handle(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT, then finishes the requests in flight (within
+    /// `server.shutdown_grace`) and returns. SIGHUP reloads the configuration.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let shutdown = self.shutdown_handle();
+        let signals = tokio::spawn(handle_signals(shutdown.clone()));
+        let watch = tokio::spawn(watch_config(self.runtime.clone()));
+        let result = self.server.await;
+        signals.abort();
+        watch.abort();
+        result
     }
 }
 
-async fn metrics(request: HttpRequest, service: web::Data<Service>) -> HttpResponse {
-    let auth = &service.config.server.auth;
+/// Stops the server: `/-/ready` turns 503, the listener closes, requests in flight finish.
+#[derive(Clone)]
+pub struct Shutdown {
+    server: ServerHandle,
+    runtime: Arc<Runtime>,
+}
+
+impl Shutdown {
+    pub async fn stop(&self) {
+        self.runtime.set_unready();
+        let grace = self.runtime.service().config.server.shutdown_grace;
+        info!(
+            "shutting down: finishing requests in flight (up to {}s)",
+            grace.as_secs()
+        );
+        self.server.stop(true).await;
+    }
+}
+
+#[cfg(unix)]
+async fn handle_signals(shutdown: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot listen for signals; stop the process with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                let runtime = shutdown.runtime.clone();
+                let _ = tokio::task::spawn_blocking(move || runtime.reload()).await;
+            }
+        }
+    }
+    shutdown.stop().await;
+}
+
+#[cfg(not(unix))]
+async fn handle_signals(shutdown: Shutdown) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        shutdown.stop().await;
+    }
+}
+
+/// Reloads when the config file or a template changes. Polls the content rather than
+/// watching inodes: a Kubernetes ConfigMap update swaps a symlink, which a watch on the
+/// file itself never sees.
+async fn watch_config(runtime: Arc<Runtime>) {
+    let Some(path) = runtime.config_path().cloned() else {
+        return;
+    };
+    let interval = runtime.service().config.server.reload_interval;
+    if interval.is_zero() {
+        return;
+    }
+    let mut last = fingerprint(&path, runtime.service().config.templates.dir.as_deref());
+    loop {
+        tokio::time::sleep(interval.max(Duration::from_millis(100))).await;
+        let dir = runtime.service().config.templates.dir.clone();
+        let path_for_hash = path.clone();
+        let now = tokio::task::spawn_blocking(move || fingerprint(&path_for_hash, dir.as_deref()))
+            .await
+            .unwrap_or_default();
+        if now != last {
+            last = now;
+            info!("{} or its templates changed: reloading", path.display());
+            let runtime = runtime.clone();
+            let _ = tokio::task::spawn_blocking(move || runtime.reload()).await;
+        }
+    }
+}
+
+/// A hash of the config file and every file of the template directory.
+fn fingerprint(config: &Path, templates: Option<&Path>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(std::fs::read(config).unwrap_or_default());
+    if let Some(dir) = templates {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files);
+        files.sort();
+        for file in files {
+            hasher.update(file.to_string_lossy().as_bytes());
+            hasher.update(std::fs::read(&file).unwrap_or_default());
+        }
+    }
+    hasher.finalize().into()
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Follows symlinks (ConfigMaps are symlinks into a `..data` directory).
+        if path.is_dir() {
+            if !entry.file_name().to_string_lossy().starts_with("..") {
+                collect_files(&path, out);
+            }
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+async fn metrics(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
+    let auth = &runtime.service().config.server.auth;
     if auth.protect_metrics {
         if let Some(refused) = refusal(auth, &request) {
             return refused;
@@ -81,11 +219,11 @@ async fn metrics(request: HttpRequest, service: web::Data<Service>) -> HttpRespo
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(service.metrics.encode())
+        .body(runtime.metrics.encode())
 }
 
-async fn healthy(request: HttpRequest, service: web::Data<Service>) -> HttpResponse {
-    let auth = &service.config.server.auth;
+async fn healthy(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
+    let auth = &runtime.service().config.server.auth;
     if auth.protect_health {
         if let Some(refused) = refusal(auth, &request) {
             return refused;
@@ -94,6 +232,23 @@ async fn healthy(request: HttpRequest, service: web::Data<Service>) -> HttpRespo
     HttpResponse::Ok().body("OK\n")
 }
 
-async fn ready(request: HttpRequest, service: web::Data<Service>) -> HttpResponse {
-    healthy(request, service).await
+async fn ready(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
+    if !runtime.is_ready() {
+        return HttpResponse::ServiceUnavailable().body("shutting down\n");
+    }
+    healthy(request, runtime).await
+}
+
+/// `POST /-/reload`: 200 when the new configuration is in use, 400 with the reason when it
+/// was rejected (the old one keeps serving).
+async fn reload(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
+    if let Some(refused) = refusal(&runtime.service().config.server.auth, &request) {
+        return refused;
+    }
+    let worker = runtime.clone().into_inner();
+    match tokio::task::spawn_blocking(move || worker.reload()).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "reloaded" })),
+        Ok(Err(message)) => error_response(StatusCode::BAD_REQUEST, &message),
+        Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "reload failed unexpectedly"),
+    }
 }

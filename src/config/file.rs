@@ -65,6 +65,18 @@ pub struct ServerSection {
     /// After SIGTERM: how long deliveries in flight may take before the process exits.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Webhooks processed at once; more wait in a queue.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Webhooks waiting for a turn; beyond this they are answered 503 with Retry-After.
+    #[serde(default = "default_max_queued_requests")]
+    pub max_queued_requests: usize,
+    /// Time a client has to send request headers, and then the body.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Poll the config file and template directory for changes this often (0s: never).
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
 }
 
 impl Default for ServerSection {
@@ -73,6 +85,10 @@ impl Default for ServerSection {
             max_body_bytes: default_max_body_bytes(),
             auth: AuthSection::default(),
             shutdown_grace: default_shutdown_grace(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_queued_requests: default_max_queued_requests(),
+            request_timeout: default_request_timeout(),
+            reload_interval: default_reload_interval(),
         }
     }
 }
@@ -244,6 +260,18 @@ fn default_dedup_window() -> Duration {
 }
 fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
+}
+fn default_max_concurrent_requests() -> usize {
+    32
+}
+fn default_max_queued_requests() -> usize {
+    256
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(20)

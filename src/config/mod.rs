@@ -48,6 +48,10 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub auth: AuthSettings,
     pub shutdown_grace: Duration,
+    pub max_concurrent_requests: usize,
+    pub max_queued_requests: usize,
+    pub request_timeout: Duration,
+    pub reload_interval: Duration,
 }
 
 /// Inbound authentication. With no credentials configured, every caller is accepted.
@@ -252,6 +256,12 @@ impl Config {
                     .into(),
             ));
         }
+        if raw.server.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "server.max_concurrent_requests",
+                "must be greater than 0".into(),
+            ));
+        }
         if raw.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be greater than 0".into()));
         }
@@ -368,6 +378,11 @@ impl Config {
                 max_body_bytes: raw.server.max_body_bytes,
                 auth,
                 shutdown_grace: raw.server.shutdown_grace,
+                max_concurrent_requests: raw.server.max_concurrent_requests,
+                max_queued_requests: raw.server.max_queued_requests,
+                request_timeout: positive(raw.server.request_timeout)
+                    .map_err(|m| invalid("server.request_timeout", m))?,
+                reload_interval: raw.server.reload_interval,
             },
             apps,
             routes,

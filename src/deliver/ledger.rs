@@ -24,12 +24,12 @@ pub fn delivery_key(group_key: &str, route: &str, body: &str) -> DeliveryKey {
 
 /// Accepted deliveries within a time window.
 pub struct DeliveryLedger {
-    window: Duration,
     inner: Mutex<Entries>,
 }
 
 #[derive(Default)]
 struct Entries {
+    window: Duration,
     keys: HashSet<DeliveryKey>,
     /// Insertion order equals expiry order: every entry lives for the same window.
     order: VecDeque<(Instant, DeliveryKey)>,
@@ -38,24 +38,31 @@ struct Entries {
 impl DeliveryLedger {
     pub fn new(window: Duration) -> DeliveryLedger {
         DeliveryLedger {
-            window,
-            inner: Mutex::new(Entries::default()),
+            inner: Mutex::new(Entries {
+                window,
+                ..Entries::default()
+            }),
         }
+    }
+
+    /// A reloaded configuration may change the window; what is recorded stays.
+    pub fn set_window(&self, window: Duration) {
+        self.lock().window = window;
     }
 
     pub fn contains(&self, key: &DeliveryKey) -> bool {
         let mut entries = self.lock();
-        entries.expire(Instant::now(), self.window);
+        entries.expire(Instant::now());
         entries.keys.contains(key)
     }
 
     pub fn record(&self, key: DeliveryKey) {
-        if self.window.is_zero() {
+        let mut entries = self.lock();
+        if entries.window.is_zero() {
             return;
         }
-        let mut entries = self.lock();
         let now = Instant::now();
-        entries.expire(now, self.window);
+        entries.expire(now);
         if entries.keys.insert(key) {
             entries.order.push_back((now, key));
         }
@@ -73,9 +80,9 @@ impl DeliveryLedger {
 }
 
 impl Entries {
-    fn expire(&mut self, now: Instant, window: Duration) {
+    fn expire(&mut self, now: Instant) {
         while let Some((at, key)) = self.order.front().copied() {
-            if now.duration_since(at) < window {
+            if now.duration_since(at) < self.window {
                 break;
             }
             self.order.pop_front();

@@ -10,9 +10,11 @@ pub mod rate_budget;
 pub mod retry;
 pub mod robot;
 pub mod sender;
+pub mod state;
 pub mod token;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{info, warn};
@@ -23,12 +25,12 @@ use crate::config::{AppConfig, Config, Mentions, MsgType, Recipients, RouteConfi
 use crate::metrics::Metrics;
 use crate::render::RenderedMessage;
 use crate::route::Notification;
-use api::{SendReceipt, WeComApi};
-use ledger::{delivery_key, DeliveryLedger};
+use api::SendReceipt;
+use ledger::delivery_key;
 use rate_budget::RateBudget;
 use robot::RobotSender;
 use sender::{AppSender, SendFailure, Sent};
-use token::AccessTokenCache;
+use state::DeliveryState;
 
 /// How one route's notification ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,14 +86,14 @@ pub struct RouteReport {
 /// Where one target's messages go, and what they may cost.
 enum TargetSender {
     App {
-        sender: Box<AppSender>,
+        sender: AppSender,
         /// Per user, against WeCom's silent 30-a-minute drop.
-        budget: RateBudget,
+        budget: Arc<RateBudget>,
     },
     Robot {
         sender: RobotSender,
         /// The robot's 20 messages a minute.
-        budget: RateBudget,
+        budget: Arc<RateBudget>,
     },
 }
 
@@ -107,7 +109,7 @@ impl TargetSender {
 /// Delivers rendered messages through the configured apps and robots.
 pub struct Notifier {
     targets: HashMap<String, TargetSender>,
-    ledger: DeliveryLedger,
+    state: Arc<DeliveryState>,
     metrics: Metrics,
     settings: WeComSettings,
 }
@@ -115,24 +117,16 @@ pub struct Notifier {
 impl Notifier {
     /// One sender per app and robot. Apps without a secret, robots without a key, or
     /// everything when `dry_run` is set, log messages instead of sending them.
-    pub fn new(config: &Config, metrics: Metrics, dry_run: bool) -> Notifier {
-        let api = WeComApi::new(metrics.clone());
+    pub fn new(config: &Config, state: Arc<DeliveryState>, dry_run: bool) -> Notifier {
+        let api = &state.api;
         let mut targets = HashMap::new();
         for app in &config.apps {
             let tokens = match (&app.secret, dry_run) {
-                (Some(secret), false) => Some(AccessTokenCache::new(
-                    &app.name,
-                    &app.corp_id,
-                    secret.clone(),
-                    &app.api_url,
-                    api.clone(),
-                    metrics.clone(),
-                )),
+                (Some(secret), false) => Some(state.token_cache(app, secret)),
                 _ => None,
             };
             let sender = AppSender::new(app.clone(), api.clone(), tokens, config.wecom.timeout);
-            let budget = RateBudget::members();
-            let sender = Box::new(sender);
+            let budget = state.budget(&format!("app:{}", app.name), RateBudget::members);
             targets.insert(app.name.clone(), TargetSender::App { sender, budget });
         }
         for route in &config.routes {
@@ -141,17 +135,18 @@ impl Notifier {
                 if dry_run {
                     robot.key = None;
                 }
+                let budget = state.budget(&format!("robot:{}", robot.name), RateBudget::robot);
                 let sender = RobotSender::new(robot.clone(), api.clone(), config.wecom.timeout);
-                let budget = RateBudget::robot();
                 targets
                     .entry(robot.name.clone())
                     .or_insert(TargetSender::Robot { sender, budget });
             }
         }
+        state.ledger.set_window(config.wecom.dedup_window);
         Notifier {
             targets,
-            ledger: DeliveryLedger::new(config.wecom.dedup_window),
-            metrics,
+            metrics: state.metrics.clone(),
+            state,
             settings: config.wecom.clone(),
         }
     }
@@ -204,7 +199,7 @@ impl Notifier {
         let mut failures = Vec::new();
         for (body, budget_keys) in &requests {
             let key = delivery_key(group_key, &route.name, &body.to_string());
-            if self.ledger.contains(&key) {
+            if self.state.ledger.contains(&key) {
                 info!(
                     "route {}: message already accepted for this group; not sending it again",
                     route.name
@@ -235,7 +230,7 @@ impl Notifier {
             };
             match sent {
                 Ok(Sent::Accepted(receipt)) => {
-                    self.ledger.record(key);
+                    self.state.ledger.record(key);
                     self.note_invalid_recipients(route, &receipt);
                     report.outcome = Outcome::Sent;
                 }

@@ -1,5 +1,6 @@
 //! Sending one message through one app: token handling and retries within a deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -71,7 +72,7 @@ pub enum Sent {
 pub struct AppSender {
     app: AppConfig,
     api: WeComApi,
-    tokens: Option<AccessTokenCache>,
+    tokens: Option<Arc<AccessTokenCache>>,
     call_timeout: Duration,
 }
 
@@ -80,7 +81,7 @@ impl AppSender {
     pub fn new(
         app: AppConfig,
         api: WeComApi,
-        tokens: Option<AccessTokenCache>,
+        tokens: Option<Arc<AccessTokenCache>>,
         call_timeout: Duration,
     ) -> Self {
         AppSender {

@@ -1,6 +1,6 @@
 //! `POST /alerts`.
 
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::future::join_all;
@@ -12,6 +12,7 @@ use super::auth::refusal;
 use super::payload::{AlertStatus, WebhookPayload};
 use crate::config::RouteConfig;
 use crate::deliver::{Outcome, RouteReport};
+use crate::runtime::Runtime;
 use crate::service::Service;
 
 /// The response body: what happened to each route's share of the notification.
@@ -25,11 +26,27 @@ pub struct WebhookReport {
 pub async fn receive_alerts(
     request: HttpRequest,
     body: web::Payload,
-    service: web::Data<Service>,
+    runtime: web::Data<Runtime>,
 ) -> HttpResponse {
+    // The configuration this request started with serves it to the end, reload or not.
+    let service = runtime.service();
     let response = match refusal(&service.config.server.auth, &request) {
-        None => read_and_handle(&request, body, &service).await,
         Some(refused) => refused,
+        None => match runtime.admission().enter().await {
+            Some(_slot) => read_and_handle(&request, body, &service).await,
+            None => {
+                warn!("refused a webhook: too many in flight (server.max_concurrent_requests + max_queued_requests)");
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many webhooks in flight; retry later",
+                );
+                response.headers_mut().insert(
+                    RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static("5"),
+                );
+                response
+            }
+        },
     };
     service
         .metrics
@@ -41,7 +58,12 @@ pub async fn receive_alerts(
 
 async fn read_and_handle(request: &HttpRequest, body: web::Payload, service: &Service) -> HttpResponse {
     let limit = service.config.server.max_body_bytes;
-    match body.to_bytes_limited(limit).await {
+    let timeout = service.config.server.request_timeout;
+    let Ok(read) = tokio::time::timeout(timeout, body.to_bytes_limited(limit)).await else {
+        warn!("rejected webhook: the body did not arrive within server.request_timeout");
+        return error_response(StatusCode::REQUEST_TIMEOUT, "request body not received in time");
+    };
+    match read {
         Ok(Ok(body)) => handle(request, &body, service).await,
         Ok(Err(error)) => error_response(
             StatusCode::BAD_REQUEST,

@@ -43,6 +43,9 @@ pub enum TemplateError {
     Directory { dir: String, message: String },
     #[error("{0}")]
     Recipients(String),
+    /// A template failed on a sample notification.
+    #[error("{0} (rendering a sample notification)")]
+    Sample(String),
     #[error("route {route:?}: no template named {template:?} (available: {available})")]
     Missing {
         route: String,

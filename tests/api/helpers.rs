@@ -4,8 +4,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
-use alertmanager_wecom::config::Config;
-use alertmanager_wecom::service::Service;
+use alertmanager_wecom::runtime::{ConfigSource, Runtime};
 use alertmanager_wecom::startup::Application;
 
 use crate::fake_wecom::FakeWeCom;
@@ -127,9 +126,9 @@ templates:
 
 pub async fn spawn_with_yaml(yaml: &str, wecom: FakeWeCom) -> TestApp {
     capture_logs();
-    let config = Config::from_yaml(yaml, "test.yml", std::path::Path::new("")).expect("valid test config");
-    let service = Service::new(config, false).expect("templates load");
-    let application = Application::build(service).expect("binds a port");
+    let runtime =
+        Runtime::start(ConfigSource::Text(yaml.to_string()), None, false).expect("valid test config");
+    let application = Application::build(runtime).expect("binds a port");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
     TestApp {

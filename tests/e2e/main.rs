@@ -1,0 +1,32 @@
+//! End-to-end tests: a real Prometheus Alertmanager notifies our real binary, which
+//! delivers to the in-process fake WeCom (`tests/api/fake_wecom.rs`).
+//!
+//! ```text
+//! test ──POST /api/v2/alerts──▶ prometheus-alertmanager ──webhook──▶ alertmanager-wecom ──▶ fake WeCom
+//!                               (child process)                      (child process)        (in this process)
+//! ```
+//!
+//! Every test is `#[ignore]`d so that a plain `cargo test` passes without Alertmanager.
+//! Run them with
+//!
+//! ```sh
+//! apt-get install -y prometheus-alertmanager    # Debian/Ubuntu; 0.25 is what CI uses
+//! cargo test --test e2e -- --ignored
+//! ```
+//!
+//! The Alertmanager binary is looked up as `$E2E_ALERTMANAGER`, else `prometheus-alertmanager`
+//! (Debian's name) or `alertmanager` (upstream's) on `PATH`; when there is none, the tests
+//! fail with the install instruction. When a test fails, the stderr of both processes and
+//! the fake's request log are printed with the failure (`E2E_LOGS=1` prints them for
+//! passing tests too; add `--nocapture` to see them).
+//!
+//! Each test takes 1–6 s (Alertmanager's group_wait is 1 s, its group_interval 2 s); the
+//! suite about 12 s with cargo's default two test threads here.
+
+#[path = "../api/fake_wecom.rs"]
+mod fake_wecom;
+
+mod auth;
+mod delivery;
+mod failures;
+mod harness;
