@@ -21,6 +21,8 @@ pub struct Application {
     port: u16,
     server: Server,
     runtime: Arc<Runtime>,
+    /// The config and templates as loaded, so a change made before serving starts counts.
+    loaded: [u8; 32],
 }
 
 impl Application {
@@ -62,10 +64,15 @@ impl Application {
             service.config.routes.len(),
             service.config.apps.len()
         );
+        let loaded = match shared.config_path() {
+            Some(path) => fingerprint(path, service.config.templates.dir.as_deref()),
+            None => [0; 32],
+        };
         Ok(Application {
             port,
             server,
             runtime: shared,
+            loaded,
         })
     }
 
@@ -90,7 +97,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown_handle();
         let signals = tokio::spawn(handle_signals(shutdown.clone()));
-        let watch = tokio::spawn(watch_config(self.runtime.clone()));
+        let watch = tokio::spawn(watch_config(self.runtime.clone(), self.loaded));
         let result = self.server.await;
         signals.abort();
         watch.abort();
@@ -152,7 +159,7 @@ async fn handle_signals(shutdown: Shutdown) {
 /// Reloads when the config file or a template changes. Polls the content rather than
 /// watching inodes: a Kubernetes ConfigMap update swaps a symlink, which a watch on the
 /// file itself never sees.
-async fn watch_config(runtime: Arc<Runtime>) {
+async fn watch_config(runtime: Arc<Runtime>, mut last: [u8; 32]) {
     let Some(path) = runtime.config_path().cloned() else {
         return;
     };
@@ -160,7 +167,6 @@ async fn watch_config(runtime: Arc<Runtime>) {
     if interval.is_zero() {
         return;
     }
-    let mut last = fingerprint(&path, runtime.service().config.templates.dir.as_deref());
     loop {
         tokio::time::sleep(interval.max(Duration::from_millis(100))).await;
         let dir = runtime.service().config.templates.dir.clone();

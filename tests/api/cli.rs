@@ -156,45 +156,143 @@ fn version_and_help_are_printed() {
     assert!(stdout.contains("--dry-run") && stdout.contains("check"));
 }
 
-#[tokio::test]
-async fn the_binary_serves_the_bundled_example_in_dry_run_mode() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(BINARY)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("WECOM_SECRET")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while client.get(format!("{url}/-/ready")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the binary did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// The binary, serving on a free port; killed on drop.
+struct Served {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Served {
+    async fn start(args: &[&str]) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BINARY)
+            .args(args)
+            .args(["--listen", &listen])
+            .env_remove("WECOM_SECRET")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let served = Served {
+            child,
+            url: format!("http://{listen}"),
+        };
+        let started = Instant::now();
+        while reqwest::get(format!("{}/-/ready", served.url)).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the binary did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        served
     }
-    let response = client
-        .post(format!("{url}/alerts"))
-        .header("Content-Type", "application/json")
-        .body(CRASHLOOP)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let report: serde_json::Value = response.json().await.unwrap();
+
+    async fn post(&self, body: &str) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/alerts", self.url))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code and everything it logged.
+    fn wait(mut self) -> (Option<i32>, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+                return (status.code(), stderr);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the binary did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_bundled_example_in_dry_run_mode_and_stops_cleanly_on_sigterm() {
+    let served = Served::start(&[]).await;
+    let report = served.post(CRASHLOOP).await;
     assert_eq!(report["routes"][0]["outcome"], "dry_run");
-    child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    served.signal("-TERM");
+    let (code, stderr) = served.wait();
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("DRY-RUN"), "{stderr}");
     assert!(stderr.contains("would send"), "{stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &VALID.replace("matchers: ['team=\"db\"'], ", ""));
+    let served = Served::start(&["--config", &path]).await;
+    let report = served.post(CRASHLOOP).await;
+    assert_eq!(report["routes"][0]["msgtype"], "textcard");
+    write_config(
+        &dir,
+        &VALID
+            .replace("matchers: ['team=\"db\"'], ", "")
+            .replace("textcard", "markdown"),
+    );
+    served.signal("-HUP");
+    let mut msgtype = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let report = served.post(RESOLVED).await;
+        msgtype = report["routes"][0]["msgtype"].as_str().unwrap().to_string();
+        if msgtype == "markdown" {
+            break;
+        }
+    }
+    assert_eq!(msgtype, "markdown");
+    served.signal("-TERM");
+    let (code, stderr) = served.wait();
+    assert_eq!(code, Some(0));
+    assert!(stderr.contains("SIGHUP: reloading"), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let served = Served::start(&["--log-format", "json"]).await;
+    served.post(CRASHLOOP).await;
+    served.signal("-TERM");
+    let (code, stderr) = served.wait();
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() > 3);
+    for line in lines {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["ts"].is_string() && entry["level"].is_string() && entry["msg"].is_string());
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use alertmanager_wecom::runtime::{ConfigSource, Runtime};
-use alertmanager_wecom::startup::Application;
+use alertmanager_wecom::startup::{Application, Shutdown};
 
 use crate::fake_wecom::FakeWeCom;
 
@@ -42,6 +42,8 @@ routes:
 pub struct TestApp {
     pub address: String,
     pub wecom: FakeWeCom,
+    /// Stops the app the way SIGTERM does.
+    pub shutdown: Shutdown,
     pub http: reqwest::Client,
 }
 
@@ -125,15 +127,21 @@ templates:
 }
 
 pub async fn spawn_with_yaml(yaml: &str, wecom: FakeWeCom) -> TestApp {
+    spawn_from(ConfigSource::Text(yaml.to_string()), wecom).await
+}
+
+/// The app reading its configuration from `source` (a file, for reload tests).
+pub async fn spawn_from(source: ConfigSource, wecom: FakeWeCom) -> TestApp {
     capture_logs();
-    let runtime =
-        Runtime::start(ConfigSource::Text(yaml.to_string()), None, false).expect("valid test config");
+    let runtime = Runtime::start(source, None, false).expect("valid test config");
     let application = Application::build(runtime).expect("binds a port");
+    let shutdown = application.shutdown_handle();
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
         wecom,
+        shutdown,
         http: reqwest::Client::new(),
     }
 }

@@ -10,6 +10,7 @@ mod helpers;
 mod idempotency;
 mod ingest;
 mod observability;
+mod operations;
 mod routing;
 mod tokens;
 mod wecom_failures;
