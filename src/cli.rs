@@ -9,6 +9,7 @@ use log::{error, info};
 use std::io::Write;
 
 use crate::config::Config;
+use crate::ingest::payload::WebhookPayload;
 use crate::route::explain::{explain, parse_labels};
 use crate::route::Router;
 use crate::runtime::{ConfigSource, Runtime};
@@ -48,6 +49,15 @@ pub enum LogFormat {
 pub enum Command {
     /// Validate the configuration and templates, then exit (non-zero on any problem).
     Check,
+    /// Print the exact WeCom requests a webhook payload would produce, with sizes; sends nothing.
+    Render {
+        /// An Alertmanager webhook payload (JSON file), or `-` for standard input.
+        #[arg(long, value_name = "PAYLOAD")]
+        payload: String,
+        /// Only this route.
+        #[arg(long, value_name = "NAME")]
+        route: Option<String>,
+    },
     /// Show which routes an alert with the given labels reaches, and who receives it.
     Route {
         /// The alert's labels, e.g. 'team="db",severity="critical"'.
@@ -65,6 +75,10 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Some(Command::Check) => check(cli.config.as_deref()),
+        Some(Command::Render {
+            ref payload,
+            ref route,
+        }) => render(cli.config.as_deref(), payload, route.as_deref()),
         Some(Command::Route {
             ref labels,
             ref annotations,
@@ -119,6 +133,73 @@ fn check(path: Option<&Path>) -> ExitCode {
             eprintln!("{message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn render(path: Option<&Path>, payload: &str, route: Option<&str>) -> ExitCode {
+    let result = load(path).and_then(|config| {
+        if let Some(route) = route {
+            if !config.routes.iter().any(|r| r.name == route) {
+                return Err(format!("--route {route:?}: no such route"));
+            }
+        }
+        let service = Service::standalone(config, true).map_err(|e| e.to_string())?;
+        let body = if payload == "-" {
+            let mut body = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                .map_err(|e| format!("stdin: {e}"))?;
+            body
+        } else {
+            std::fs::read(payload).map_err(|e| format!("cannot read {payload}: {e}"))?
+        };
+        let payload = WebhookPayload::parse(&body).map_err(|e| format!("{payload}: {e}"))?;
+        Ok(service.preview(&payload, route))
+    });
+    let previews = match result {
+        Ok(previews) => previews,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if previews.is_empty() {
+        println!("# no route matches these alerts: nothing would be sent");
+    }
+    let mut failed = false;
+    for preview in &previews {
+        if let Some(error) = &preview.error {
+            failed = true;
+            println!(
+                "# route {} → {} ({}): ERROR {error}",
+                preview.route, preview.target, preview.msgtype
+            );
+            continue;
+        }
+        let sizes: Vec<String> = preview
+            .sizes
+            .iter()
+            .map(|(field, bytes)| format!("{field} {bytes} B"))
+            .collect();
+        println!(
+            "# route {} → {} ({}), message {}/{}: {} of {} alert(s) shown, cut: {}; {}",
+            preview.route,
+            preview.target,
+            preview.msgtype,
+            preview.part,
+            preview.parts,
+            preview.shown_alerts,
+            preview.total_alerts,
+            if preview.cut { "yes" } else { "no" },
+            sizes.join(", ")
+        );
+        for request in &preview.requests {
+            println!("{}", serde_json::to_string_pretty(request).unwrap_or_default());
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ingest::auth::refusal;
 use crate::ingest::handler::{error_response, receive_alerts};
+use crate::ingest::payload::WebhookPayload;
 use crate::runtime::Runtime;
 
 /// A bound, not yet running server.
@@ -49,6 +50,7 @@ impl Application {
                 .route("/-/healthy", web::get().to(healthy))
                 .route("/-/ready", web::get().to(ready))
                 .route("/-/reload", web::post().to(reload))
+                .route("/-/render", web::post().to(render_preview))
         })
         .workers(2)
         // Signals are ours: SIGTERM first turns /-/ready unready, SIGHUP reloads.
@@ -243,6 +245,29 @@ async fn ready(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpRespons
         return HttpResponse::ServiceUnavailable().body("shutting down\n");
     }
     healthy(request, runtime).await
+}
+
+#[derive(serde::Deserialize)]
+struct RenderQuery {
+    route: Option<String>,
+}
+
+/// `POST /-/render[?route=NAME]` with a webhook payload: the exact WeCom requests it would
+/// produce, as `alertmanager-wecom render` prints them. Sends nothing.
+async fn render_preview(
+    request: HttpRequest,
+    body: web::Bytes,
+    query: web::Query<RenderQuery>,
+    runtime: web::Data<Runtime>,
+) -> HttpResponse {
+    let service = runtime.service();
+    if let Some(refused) = refusal(&service.config.server.auth, &request) {
+        return refused;
+    }
+    match WebhookPayload::parse(&body) {
+        Ok(payload) => HttpResponse::Ok().json(service.preview(&payload, query.route.as_deref())),
+        Err(error) => error_response(StatusCode::BAD_REQUEST, &error.to_string()),
+    }
 }
 
 /// `POST /-/reload`: 200 when the new configuration is in use, 400 with the reason when it

@@ -162,6 +162,9 @@ pub struct RouteSection {
     pub msgtype: String,
     #[serde(default)]
     pub template: Option<String>,
+    /// Text and markdown: at most this many messages per notification.
+    #[serde(default)]
+    pub max_messages: Option<usize>,
     #[serde(default)]
     pub to: Option<RecipientsSection>,
     /// Used when `to` resolves to nobody for an alert (label-derived recipients missing).
@@ -213,6 +216,9 @@ pub struct TemplatesSection {
     pub dir: Option<PathBuf>,
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// Default for routes' `max_messages`.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
 }
 
 impl Default for TemplatesSection {
@@ -220,6 +226,7 @@ impl Default for TemplatesSection {
         TemplatesSection {
             dir: None,
             timezone: default_timezone(),
+            max_messages: default_max_messages(),
         }
     }
 }
@@ -278,6 +285,9 @@ fn default_shutdown_grace() -> Duration {
 }
 fn default_timezone() -> String {
     "UTC".to_string()
+}
+fn default_max_messages() -> usize {
+    3
 }
 fn default_true() -> bool {
     true

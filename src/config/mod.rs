@@ -89,17 +89,25 @@ pub enum MsgType {
     Textcard,
     /// Group robots only: markdown with tables and code blocks, no colours or mentions.
     MarkdownV2,
+    /// Apps: a `text_notice` card, rendered from a template that produces its JSON.
+    TemplateCard,
 }
 
 impl MsgType {
-    pub const ALL: [MsgType; 4] = [
+    pub const ALL: [MsgType; 5] = [
         MsgType::Text,
         MsgType::Markdown,
         MsgType::Textcard,
         MsgType::MarkdownV2,
+        MsgType::TemplateCard,
     ];
     /// What an app can send.
-    pub const APP: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::Textcard];
+    pub const APP: [MsgType; 4] = [
+        MsgType::Text,
+        MsgType::Markdown,
+        MsgType::Textcard,
+        MsgType::TemplateCard,
+    ];
     /// What a group robot can send.
     pub const ROBOT: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::MarkdownV2];
 
@@ -109,6 +117,7 @@ impl MsgType {
             MsgType::Markdown => "markdown",
             MsgType::Textcard => "textcard",
             MsgType::MarkdownV2 => "markdown_v2",
+            MsgType::TemplateCard => "template_card",
         }
     }
 
@@ -148,6 +157,9 @@ pub struct RouteConfig {
     pub msgtype: MsgType,
     /// Template name: a built-in or a file of `templates.dir` (without `.hbs`).
     pub template: String,
+    /// Text and markdown: at most this many messages per notification (a numbered series);
+    /// what does not fit is summarised in the last one.
+    pub max_messages: usize,
     /// App routes: recipients; entries may be templates over the alert (`{{labels.owner}}`).
     pub to: Recipients,
     pub fallback_to: Option<Recipients>,
@@ -193,6 +205,8 @@ impl Recipients {
 pub struct TemplateSettings {
     pub dir: Option<PathBuf>,
     pub timezone: Tz,
+    /// Default of `routes[].max_messages`.
+    pub max_messages: usize,
 }
 
 /// Why a configuration was refused. Messages name the file and the key.
@@ -343,10 +357,14 @@ impl Config {
         if raw.routes.is_empty() {
             return Err(invalid("routes", "at least one route is needed".into()));
         }
+        if raw.templates.max_messages == 0 {
+            return Err(invalid("templates.max_messages", "must be at least 1".into()));
+        }
         let context = route::Context {
             app_names: &app_names,
             api_url: &wecom.api_url,
             base_dir,
+            max_messages: raw.templates.max_messages,
         };
         let routes =
             route::validate_routes(raw.routes, &context).map_err(|(key, message)| invalid(&key, message))?;
@@ -386,7 +404,11 @@ impl Config {
             },
             apps,
             routes,
-            templates: TemplateSettings { dir, timezone },
+            templates: TemplateSettings {
+                dir,
+                timezone,
+                max_messages: raw.templates.max_messages,
+            },
         })
     }
 

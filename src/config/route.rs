@@ -15,6 +15,7 @@ pub struct Context<'a> {
     pub app_names: &'a HashSet<String>,
     pub api_url: &'a str,
     pub base_dir: &'a Path,
+    pub max_messages: usize,
 }
 
 type Invalid = (String, String);
@@ -181,8 +182,13 @@ fn validate_route(
         ));
     }
 
+    let max_messages = route.max_messages.unwrap_or(context.max_messages);
+    if max_messages == 0 {
+        return Err((key("max_messages"), "must be at least 1".into()));
+    }
     Ok(RouteConfig {
         template: route.template.unwrap_or_else(|| msgtype.as_str().to_string()),
+        max_messages,
         name: route.name,
         matchers,
         continue_matching: route.continue_matching,

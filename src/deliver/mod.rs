@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::config::{AppConfig, Config, Mentions, MsgType, Recipients, RouteConfig, Target, WeComSettings};
 use crate::metrics::Metrics;
-use crate::render::RenderedMessage;
+use crate::render::{MessageContent, RenderedMessage};
 use crate::route::Notification;
 use api::SendReceipt;
 use ledger::delivery_key;
@@ -31,6 +31,17 @@ use rate_budget::RateBudget;
 use robot::RobotSender;
 use sender::{AppSender, SendFailure, Sent};
 use state::DeliveryState;
+
+/// One WeCom request, and what it counts against the rate budget (users, or the robot).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub body: Value,
+    pub budget_keys: Vec<String>,
+    /// Which part of a series and which recipients: with the alerts, what makes a request
+    /// the same request again even if its text changed (a template showing "firing for
+    /// 12m" renders differently on every retry).
+    pub identity: String,
+}
 
 /// How one route's notification ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -175,16 +186,7 @@ impl Notifier {
         let started = Instant::now();
         let deadline = started + self.settings.delivery_deadline;
         let target = &self.targets[route.target_name()];
-        let requests: Vec<(Value, Vec<String>)> = match target {
-            TargetSender::App { sender, .. } => batch::batches(&notification.recipients)
-                .into_iter()
-                .map(|to| (self.app_request(sender.app(), &to, message), to.users))
-                .collect(),
-            TargetSender::Robot { sender, .. } => vec![(
-                robot_request(message, &notification.mentions),
-                vec![sender.name().to_string()],
-            )],
-        };
+        let requests = self.requests(notification, message);
         let mut report = RouteReport {
             route: route.name.clone(),
             target: route.target_name().to_string(),
@@ -197,8 +199,14 @@ impl Notifier {
             error: None,
         };
         let mut failures = Vec::new();
-        for (body, budget_keys) in &requests {
-            let key = delivery_key(group_key, &route.name, &body.to_string());
+        let alerts = alerts_identity(&notification.alerts);
+        for Request {
+            body,
+            budget_keys,
+            identity,
+        } in &requests
+        {
+            let key = delivery_key(group_key, &route.name, &format!("{alerts}|{identity}"));
             if self.state.ledger.contains(&key) {
                 info!(
                     "route {}: message already accepted for this group; not sending it again",
@@ -287,14 +295,47 @@ impl Notifier {
         report
     }
 
+    /// The exact requests a notification's message goes out as: for an app, one per part
+    /// of a series and recipient batch; for a robot, one per part.
+    pub fn requests(&self, notification: &Notification<'_>, message: &RenderedMessage) -> Vec<Request> {
+        let target = &self.targets[notification.route.target_name()];
+        let parts = message.parts.len();
+        let mut requests = Vec::new();
+        for (index, part) in message.parts.iter().enumerate() {
+            match target {
+                TargetSender::App { sender, .. } => {
+                    for to in batch::batches(&notification.recipients) {
+                        let identity = format!(
+                            "{index}/{parts}|{}|{}|{}",
+                            to.users.join(","),
+                            to.parties.join(","),
+                            to.tags.join(",")
+                        );
+                        requests.push(Request {
+                            body: self.app_request(sender.app(), &to, part),
+                            budget_keys: to.users,
+                            identity,
+                        });
+                    }
+                }
+                TargetSender::Robot { sender, .. } => requests.push(Request {
+                    body: robot_request(part, &notification.mentions),
+                    budget_keys: vec![sender.name().to_string()],
+                    identity: format!("{index}/{parts}|{}", notification.mentions.users.join(",")),
+                }),
+            }
+        }
+        requests
+    }
+
     /// A complete `message/send` body. Serialised deterministically (sorted keys), so the
     /// same message always has the same delivery key.
-    fn app_request(&self, app: &AppConfig, to: &Recipients, message: &RenderedMessage) -> Value {
-        let msgtype = message.content.msgtype().as_str();
+    fn app_request(&self, app: &AppConfig, to: &Recipients, content: &MessageContent) -> Value {
+        let msgtype = content.msgtype().as_str();
         let mut body = json!({
             "msgtype": msgtype,
             "agentid": app.agent_id,
-            msgtype: message.content.body(),
+            msgtype: content.body(),
             "safe": u8::from(app.safe),
         });
         let fields = [
@@ -343,10 +384,10 @@ impl Notifier {
 
 /// A robot `webhook/send` body. Text messages carry mentions as lists; markdown mentions
 /// are `<@userid>` in the content (the template puts them there); markdown_v2 has none.
-fn robot_request(message: &RenderedMessage, mentions: &Mentions) -> Value {
-    let msgtype = message.content.msgtype().as_str();
-    let mut content = message.content.body();
-    if message.content.msgtype() == MsgType::Text {
+fn robot_request(part: &MessageContent, mentions: &Mentions) -> Value {
+    let msgtype = part.msgtype().as_str();
+    let mut content = part.body();
+    if part.msgtype() == MsgType::Text {
         if !mentions.users.is_empty() {
             content["mentioned_list"] = json!(mentions.users);
         }
@@ -355,6 +396,25 @@ fn robot_request(message: &RenderedMessage, mentions: &Mentions) -> Value {
         }
     }
     json!({ "msgtype": msgtype, msgtype: content })
+}
+
+/// The alerts a notification carries, by what makes them different notifications:
+/// labels, status and times (Alertmanager's fingerprint is derived from the labels).
+fn alerts_identity(alerts: &[&crate::ingest::payload::Alert]) -> String {
+    let mut parts: Vec<String> = alerts
+        .iter()
+        .map(|alert| {
+            format!(
+                "{}|{}|{:?}|{:?}",
+                serde_json::to_string(&alert.labels).unwrap_or_default(),
+                alert.status.as_str(),
+                alert.starts_at,
+                alert.ends_at
+            )
+        })
+        .collect();
+    parts.sort_unstable();
+    parts.join("\n")
 }
 
 fn rate_limited(

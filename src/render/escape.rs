@@ -40,6 +40,12 @@ pub fn markdown(value: &str) -> String {
     out
 }
 
+/// `template_card` templates write the card's JSON: values become JSON string contents.
+pub fn json_string(value: &str) -> String {
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
 /// Text messages have no markup but `<a href>` links; values go in as they are.
 pub fn text(value: &str) -> String {
     value.to_string()

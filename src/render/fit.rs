@@ -59,51 +59,75 @@ pub fn fit_alerts<E>(
     mut render: impl FnMut(usize) -> Result<String, E>,
     more: impl Fn(usize) -> String,
 ) -> Result<Fitted, E> {
-    let all = render(total)?;
-    if all.len() <= max_bytes || total == 0 {
-        let (text, cut) = cut_to_fit(&all, max_bytes);
-        return Ok(Fitted {
-            text,
-            shown: total,
-            cut,
-        });
+    if total == 0 {
+        let (text, cut) = cut_to_fit(&render(0)?, max_bytes);
+        return Ok(Fitted { text, shown: 0, cut });
     }
     let with_marker = |text: String, omitted: usize| {
+        if omitted == 0 {
+            return text;
+        }
         let mut text = text.trim_end().to_string();
         text.push_str(&more(omitted));
         text
     };
-    // Largest k in 1..total whose text with the marker fits; sizes grow with k.
-    let (mut low, mut high) = (1, total - 1);
-    let mut best: Option<(usize, String)> = None;
-    while low <= high {
-        let k = low + (high - low) / 2;
-        let candidate = with_marker(render(k)?, total - k);
-        if candidate.len() <= max_bytes {
-            best = Some((k, candidate));
-            low = k + 1;
-        } else {
-            high = k - 1;
-        }
-    }
+    let best = largest_fitting(total, |k| {
+        let text = with_marker(render(k)?, total - k);
+        Ok((text.len() <= max_bytes).then_some(text))
+    })?;
     if let Some((shown, text)) = best {
         return Ok(Fitted {
             text,
             shown,
-            cut: true,
+            cut: shown < total,
         });
     }
     // Even one alert is too long: cut it, keeping the marker for the rest.
-    let marker = more(total - 1);
+    let marker = if total > 1 { more(total - 1) } else { String::new() };
     let room = max_bytes.saturating_sub(marker.len());
     let (first, _) = cut_to_fit(render(1)?.trim_end(), room);
-    let text = if total > 1 { first + &marker } else { first };
-    let (text, _) = cut_to_fit(&text, max_bytes);
+    let (text, _) = cut_to_fit(&(first + &marker), max_bytes);
     Ok(Fitted {
         text,
         shown: 1,
         cut: true,
     })
+}
+
+/// The largest `k` in `1..=total` for which `attempt(k)` gives a value, assuming that
+/// whatever fits with `k` alerts also fits with fewer. Gallops up from 1 before bisecting,
+/// so when only a few alerts fit, only small messages are ever rendered — a group of 1,000
+/// alerts costs a handful of small renders, not many full ones.
+pub fn largest_fitting<T, E>(
+    total: usize,
+    mut attempt: impl FnMut(usize) -> Result<Option<T>, E>,
+) -> Result<Option<(usize, T)>, E> {
+    let Some(first) = attempt(1)? else {
+        return Ok(None);
+    };
+    let mut best = (1, first);
+    let mut too_many = None;
+    while too_many.is_none() && best.0 < total {
+        let next = (best.0 * 2).min(total);
+        match attempt(next)? {
+            Some(value) => best = (next, value),
+            None => too_many = Some(next),
+        }
+    }
+    if let Some(too_many) = too_many {
+        let (mut low, mut high) = (best.0 + 1, too_many - 1);
+        while low <= high {
+            let mid = low + (high - low) / 2;
+            match attempt(mid)? {
+                Some(value) => {
+                    best = (mid, value);
+                    low = mid + 1;
+                }
+                None => high = mid - 1,
+            }
+        }
+    }
+    Ok(Some(best))
 }
 
 #[cfg(test)]
@@ -121,6 +145,25 @@ mod tests {
             assert!(cut.ends_with(CUT_MARKER));
             assert!(std::str::from_utf8(cut.as_bytes()).is_ok());
         }
+    }
+
+    #[test]
+    fn the_search_finds_the_largest_count_that_fits_with_few_attempts() {
+        for (total, limit) in [(1000, 7), (1000, 1000), (5, 3), (1, 1), (1000, 999), (64, 32)] {
+            let mut attempts = 0;
+            let found = largest_fitting(total, |k| -> Result<Option<usize>, Infallible> {
+                attempts += 1;
+                Ok((k <= limit).then_some(k))
+            })
+            .unwrap();
+            assert_eq!(found.map(|(k, _)| k), Some(limit.min(total)), "{total} {limit}");
+            assert!(
+                attempts <= 2 * (usize::BITS - total.leading_zeros()) as usize + 1,
+                "{attempts} attempts"
+            );
+        }
+        let none = largest_fitting(10, |_| -> Result<Option<()>, Infallible> { Ok(None) }).unwrap();
+        assert!(none.is_none());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum MessageContent {
         url: String,
         btntxt: String,
     },
+    /// A `text_notice` card, already fitted.
+    TemplateCard {
+        card: Value,
+    },
 }
 
 impl MessageContent {
@@ -31,6 +35,7 @@ impl MessageContent {
             MessageContent::Markdown { .. } => MsgType::Markdown,
             MessageContent::MarkdownV2 { .. } => MsgType::MarkdownV2,
             MessageContent::Textcard { .. } => MsgType::Textcard,
+            MessageContent::TemplateCard { .. } => MsgType::TemplateCard,
         }
     }
 
@@ -48,6 +53,27 @@ impl MessageContent {
                 url,
                 btntxt,
             } => json!({ "title": title, "description": description, "url": url, "btntxt": btntxt }),
+            MessageContent::TemplateCard { card } => card.clone(),
+        }
+    }
+
+    /// The size in UTF-8 bytes of each field WeCom limits, for previews.
+    pub fn sizes(&self) -> Vec<(&'static str, usize)> {
+        match self {
+            MessageContent::Text { content }
+            | MessageContent::Markdown { content }
+            | MessageContent::MarkdownV2 { content } => vec![("content", content.len())],
+            MessageContent::Textcard {
+                title,
+                description,
+                url,
+                ..
+            } => vec![
+                ("title", title.len()),
+                ("description", description.len()),
+                ("url", url.len()),
+            ],
+            MessageContent::TemplateCard { card } => vec![("card", card.to_string().len())],
         }
     }
 }

@@ -30,13 +30,14 @@ fn render(msgtype: &str, payloads: &[&str]) -> RenderedMessage {
 }
 
 fn text_of(message: &RenderedMessage) -> String {
-    match &message.content {
+    match &message.parts[0] {
         MessageContent::Text { content }
         | MessageContent::Markdown { content }
         | MessageContent::MarkdownV2 { content } => content.clone(),
         MessageContent::Textcard {
             title, description, ..
         } => format!("{title}\n{description}"),
+        MessageContent::TemplateCard { card } => card.to_string(),
     }
 }
 
@@ -61,7 +62,7 @@ fn firing_and_resolved_alerts_are_shown_distinctly_firing_first() {
         assert!(!message.cut);
     }
     let card = render("textcard", &[RESOLVED, CRASHLOOP]);
-    let MessageContent::Textcard { title, .. } = &card.content else {
+    let MessageContent::Textcard { title, .. } = &card.parts[0] else {
         panic!()
     };
     assert!(
@@ -89,7 +90,7 @@ fn a_textcard_has_a_plain_title_a_link_and_a_short_button() {
         description,
         url,
         btntxt,
-    } = &message.content
+    } = &message.parts[0]
     else {
         panic!()
     };
@@ -146,7 +147,7 @@ fn safe_url_keeps_links_inside_their_markup() {
             .unwrap(),
     );
     assert!(
-        text.contains("[source](http://p.example/graph?q=sum%28x%29%20%5By%5D)"),
+        text.contains("[graph](http://p.example/graph?q=sum%28x%29%20%5By%5D)"),
         "{text}"
     );
 }

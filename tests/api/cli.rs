@@ -329,3 +329,55 @@ routes:
     assert_ne!(code, 0);
     assert!(stderr.contains("name=\"value\""), "{stderr}");
 }
+
+#[test]
+fn render_prints_the_exact_requests_with_sizes_and_reads_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, VALID);
+    let fixture = format!(
+        "{}/tests/fixtures/firing-unicode-markup.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (code, stdout, stderr) = run(&["render", "--config", &path, "--payload", &fixture]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("# route db → ops (textcard), message 1/1: 1 of 1 alert(s) shown, cut: no;"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("description ") && stdout.contains(" B"),
+        "{stdout}"
+    );
+    let json_start = stdout.find('{').unwrap();
+    let request: serde_json::Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+    assert_eq!(request["msgtype"], "textcard");
+    assert_eq!(request["touser"], "alice");
+
+    let mut child = Command::new(BINARY)
+        .args(["render", "--config", &path, "--payload", "-", "--route", "db"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(std::fs::read(&fixture).unwrap().as_slice())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"textcard\""));
+
+    let (code, _, stderr) = run(&[
+        "render",
+        "--config",
+        &path,
+        "--payload",
+        &fixture,
+        "--route",
+        "nope",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("no such route"), "{stderr}");
+}

@@ -31,25 +31,75 @@ async fn a_long_chinese_annotation_is_cut_on_a_character_boundary_in_every_msgty
 }
 
 #[tokio::test]
-async fn a_big_group_lists_whole_alerts_and_summarises_the_rest() {
+async fn a_big_group_becomes_a_numbered_series_of_at_most_three_then_a_summary() {
     let payload = payload_with_alerts(300, r#""alertname":"HostDown","team":"infra""#, "host is down");
-    for msgtype in ["markdown", "text", "textcard"] {
+    for msgtype in ["markdown", "text"] {
         let app = spawn(route(msgtype)).await;
         let (status, report) = app.post(&payload).await;
         assert_eq!(status, 200, "{msgtype}: {report}");
-        assert_eq!(report["routes"][0]["alerts"], 300);
-        let body = &app.wecom.delivered()[0].body[msgtype];
-        let text = body
-            .get("description")
-            .or(body.get("content"))
-            .unwrap()
-            .as_str()
-            .unwrap();
-        let shown = text.matches("host is down").count();
-        assert!(shown >= 1, "{msgtype}: {text}");
-        let marker = format!("… and {} more alerts", 300 - shown);
-        assert!(text.contains(&marker), "{msgtype}: expected {marker:?} in {text}");
+        assert_eq!(report["routes"][0]["messages"], 3);
+        let delivered = app.wecom.delivered();
+        assert_eq!(delivered.len(), 3, "{msgtype}: never more than max_messages");
+        let texts: Vec<String> = delivered
+            .iter()
+            .map(|m| m.body[msgtype]["content"].as_str().unwrap().to_string())
+            .collect();
+        for (i, text) in texts.iter().enumerate() {
+            assert!(text.starts_with(&format!("({}/3) ", i + 1)), "{msgtype}: {text}");
+        }
+        let shown: usize = texts.iter().map(|t| t.matches("host is down").count()).sum();
+        let marker = format!("… and {} more alerts, see Alertmanager", 300 - shown);
+        assert!(
+            texts[2].ends_with(&marker),
+            "{msgtype}: expected {marker:?} in {}",
+            texts[2]
+        );
+        // Each alert appears once across the series.
+        for i in 0..shown {
+            let name = format!("instance=host-{i} ");
+            assert_eq!(
+                texts.iter().map(|t| t.matches(&name).count()).sum::<usize>(),
+                1,
+                "{msgtype}: host-{i}"
+            );
+        }
     }
+}
+
+#[tokio::test]
+async fn with_max_messages_one_a_big_group_is_summarised_in_one_message() {
+    let payload = payload_with_alerts(300, r#""alertname":"HostDown","team":"infra""#, "host is down");
+    let app = spawn(TestConfig::routes(
+        "routes:\n  - {name: all, app: ops, msgtype: markdown, max_messages: 1, to: {users: [alice]}}\n",
+    ))
+    .await;
+    let (status, report) = app.post(&payload).await;
+    assert_eq!(status, 200, "{report}");
+    let delivered = app.wecom.delivered();
+    assert_eq!(delivered.len(), 1);
+    let text = delivered[0].body["markdown"]["content"].as_str().unwrap();
+    let shown = text.matches("host is down").count();
+    assert!(
+        text.ends_with(&format!("… and {} more alerts, see Alertmanager", 300 - shown)),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_big_group_on_a_textcard_is_summarised() {
+    let payload = payload_with_alerts(300, r#""alertname":"HostDown","team":"infra""#, "host is down");
+    let app = spawn(route("textcard")).await;
+    let (status, report) = app.post(&payload).await;
+    assert_eq!(status, 200, "{report}");
+    let description = app.wecom.delivered()[0].body["textcard"]["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = description.matches("host is down").count();
+    assert!(
+        description.contains(&format!("… and {} more alerts", 300 - shown)),
+        "{description}"
+    );
 }
 
 #[tokio::test]

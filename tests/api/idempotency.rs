@@ -78,3 +78,39 @@ async fn with_the_dedup_window_at_zero_every_notification_is_sent() {
     app.post(CRASHLOOP).await;
     assert_eq!(app.wecom.delivered().len(), 2);
 }
+
+#[tokio::test]
+async fn a_template_whose_text_changes_with_time_still_does_not_page_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ticking.hbs"),
+        "{{#each alerts}}{{labels.alertname}} firing for {{duration startsAt}}\n{{/each}}",
+    )
+    .unwrap();
+    let wecom = start_fake_wecom().await;
+    let routes = TWO_ROUTES.replace("msgtype: markdown,", "msgtype: text, template: ticking,");
+    let yaml = config_yaml(&TestConfig::routes(&routes), &wecom.base_url()).replace(
+        "templates:\n  timezone: Asia/Shanghai",
+        &format!(
+            "templates:\n  timezone: Asia/Shanghai\n  dir: '{}'",
+            dir.path().display()
+        ),
+    );
+    let app = spawn_with_yaml(&yaml, wecom).await;
+    app.wecom
+        .inject_send_faults_for_user("bob", vec![Fault::Errcode(-1); 4]);
+    let payload = group_for_both_routes();
+    let (status, _) = app.post(&payload).await;
+    assert_eq!(status, 503);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // "firing for" moves on
+    let (status, report) = app.post(&payload).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["routes"][0]["outcome"], "duplicate", "{report}");
+    let to_alice = app
+        .wecom
+        .delivered()
+        .iter()
+        .filter(|m| m.users == ["alice"])
+        .count();
+    assert_eq!(to_alice, 1);
+}

@@ -12,5 +12,6 @@ mod ingest;
 mod observability;
 mod operations;
 mod routing;
+mod templates;
 mod tokens;
 mod wecom_failures;

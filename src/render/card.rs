@@ -1,0 +1,253 @@
+//! Cards: `textcard` (title, HTML-ish description, link, button) and `template_card`
+//! (`text_notice`, whose JSON the template writes), both fitted to WeCom's limits.
+
+use serde_json::{Map, Value};
+
+use super::escape;
+use super::fit::{self, cut_to_fit, fit_alerts, Fitted};
+use super::message::MessageContent;
+use super::RenderError;
+use crate::ingest::payload::Alert;
+
+/// Button text of textcards: "details", at most 4 characters.
+const TEXTCARD_BUTTON: &str = "详情";
+
+pub enum CardError {
+    Render(RenderError),
+    Invalid(String),
+}
+
+impl From<RenderError> for CardError {
+    fn from(error: RenderError) -> Self {
+        CardError::Render(error)
+    }
+}
+
+/// The card's link: the first alert's Prometheus graph, else Alertmanager itself.
+pub fn link(alerts: &[&Alert], external_url: &str) -> Option<String> {
+    alerts
+        .iter()
+        .map(|a| a.generator_url.as_str())
+        .chain(std::iter::once(external_url))
+        .find(|url| is_http(url) && url.len() <= fit::TEXTCARD_URL_MAX_BYTES)
+        .map(str::to_string)
+}
+
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// A textcard from template output whose first non-empty line is the title. `render(k)`
+/// renders with the first `k` alerts.
+pub fn textcard(
+    total: usize,
+    url: String,
+    mut render: impl FnMut(usize) -> Result<String, RenderError>,
+) -> Result<(MessageContent, Fitted), CardError> {
+    let full = render(total)?;
+    let (raw_title, _) = split_title(&full);
+    if raw_title.trim().is_empty() {
+        return Err(CardError::Invalid(
+            "the template rendered no title (its first non-empty line)".into(),
+        ));
+    }
+    let (title, title_cut) = cut_to_fit(
+        &escape::unescape_html(raw_title.trim()),
+        fit::TEXTCARD_TITLE_MAX_BYTES,
+    );
+    let more = |omitted: usize| {
+        let plural = if omitted == 1 { "" } else { "s" };
+        format!("<div class=\"gray\">… and {omitted} more alert{plural}</div>")
+    };
+    let description = |k: usize| render(k).map(|out| split_title(&out).1.trim().to_string());
+    let mut fitted = fit_alerts(total, fit::TEXTCARD_DESCRIPTION_MAX_BYTES, description, more)?;
+    if fitted.text.is_empty() {
+        // WeCom requires a description; the title says it all.
+        fitted.text = escape::textcard(&title);
+    }
+    fitted.cut |= title_cut;
+    let content = MessageContent::Textcard {
+        title,
+        description: fitted.text.clone(),
+        url,
+        btntxt: TEXTCARD_BUTTON.to_string(),
+    };
+    Ok((content, fitted))
+}
+
+/// Splits template output into its first non-empty line and the rest.
+fn split_title(output: &str) -> (&str, &str) {
+    let trimmed = output.trim_start();
+    match trimmed.split_once('\n') {
+        Some((title, rest)) => (title, rest),
+        None => (trimmed, ""),
+    }
+}
+
+/// WeCom's suggested limits for `text_notice` cards, in characters.
+const MAIN_TITLE: usize = 26;
+const MAIN_DESC: usize = 30;
+const SUB_TITLE: usize = 112;
+const EMPHASIS_TITLE: usize = 10;
+const EMPHASIS_DESC: usize = 15;
+const SOURCE_DESC: usize = 13;
+const KEYNAME: usize = 5;
+const VALUE: usize = 30;
+const ROWS: usize = 6;
+const JUMPS: usize = 3;
+const JUMP_TITLE: usize = 13;
+
+/// A `template_card` from template output, which must be the card's JSON object. Fields
+/// are cut to WeCom's limits; `card_action` defaults to `fallback_url`. Returns the card
+/// and whether anything was cut.
+pub fn template_card(output: &str, fallback_url: Option<&str>) -> Result<(Value, bool), String> {
+    let mut card: Value = serde_json::from_str(output.trim())
+        .map_err(|e| format!("template_card templates must render a JSON object: {e}"))?;
+    let Some(object) = card.as_object_mut() else {
+        return Err("template_card templates must render a JSON object".into());
+    };
+    object.insert("card_type".into(), Value::from("text_notice"));
+    let mut cut = false;
+    if let Some(Value::Object(main)) = object.get_mut("main_title") {
+        cut |= fit_str(main, "title", MAIN_TITLE);
+        cut |= fit_str(main, "desc", MAIN_DESC);
+    }
+    cut |= fit_str(object, "sub_title_text", SUB_TITLE);
+    if let Some(Value::Object(emphasis)) = object.get_mut("emphasis_content") {
+        cut |= fit_str(emphasis, "title", EMPHASIS_TITLE);
+        cut |= fit_str(emphasis, "desc", EMPHASIS_DESC);
+    }
+    if let Some(Value::Object(source)) = object.get_mut("source") {
+        cut |= fit_str(source, "desc", SOURCE_DESC);
+    }
+    if let Some(Value::Array(rows)) = object.get_mut("horizontal_content_list") {
+        rows.retain(|row| {
+            row.get("keyname")
+                .is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty()))
+        });
+        if rows.len() > ROWS {
+            rows.truncate(ROWS);
+            cut = true;
+        }
+        for row in rows.iter_mut().filter_map(Value::as_object_mut) {
+            cut |= fit_str(row, "keyname", KEYNAME);
+            cut |= fit_str(row, "value", VALUE);
+        }
+    }
+    if let Some(Value::Array(jumps)) = object.get_mut("jump_list") {
+        // A jump without a usable link would make WeCom refuse the whole card.
+        jumps.retain(|jump| {
+            jump.get("url")
+                .and_then(Value::as_str)
+                .is_some_and(|url| is_http(url) && url.len() <= fit::TEXTCARD_URL_MAX_BYTES)
+        });
+        if jumps.len() > JUMPS {
+            jumps.truncate(JUMPS);
+            cut = true;
+        }
+        for jump in jumps.iter_mut().filter_map(Value::as_object_mut) {
+            jump.entry("type").or_insert(Value::from(1));
+            cut |= fit_str(jump, "title", JUMP_TITLE);
+        }
+    }
+    let action_url = object
+        .get("card_action")
+        .and_then(|a| a.get("url"))
+        .and_then(Value::as_str)
+        .filter(|url| is_http(url))
+        .map(str::to_string)
+        .or_else(|| fallback_url.map(str::to_string))
+        .ok_or(
+            "template_card needs an http(s) card_action url (no generatorURL or externalURL to fall back on)",
+        )?;
+    object.insert(
+        "card_action".into(),
+        serde_json::json!({ "type": 1, "url": action_url }),
+    );
+    let has_title = object
+        .get("main_title")
+        .and_then(|m| m.get("title"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
+    let has_sub = object
+        .get("sub_title_text")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty());
+    if !has_title && !has_sub {
+        return Err("template_card needs main_title.title or sub_title_text".into());
+    }
+    Ok((card, cut))
+}
+
+/// Cuts a string field to `max` characters, marking the cut; returns whether it cut.
+fn fit_str(object: &mut Map<String, Value>, field: &str, max: usize) -> bool {
+    if let Some(Value::String(text)) = object.get_mut(field) {
+        if text.chars().count() > max {
+            let kept: String = text.chars().take(max - 1).collect();
+            *text = format!("{}…", kept.trim_end());
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_card_is_fitted_to_wecom_limits() {
+        let rows: Vec<String> = (0..9)
+            .map(|i| format!(r#"{{"keyname":"label-name-{i}","value":"{}"}}"#, "值".repeat(40)))
+            .collect();
+        let output = format!(
+            r#"{{"main_title":{{"title":"{}","desc":"d"}},"sub_title_text":"{}","horizontal_content_list":[{}],
+               "jump_list":[{{"title":"graph","url":"http://p/g"}},{{"title":"bad","url":"ftp://x"}},{{"title":"a","url":"http://a"}},{{"title":"b","url":"http://b"}},{{"title":"c","url":"http://c"}}]}}"#,
+            "标题".repeat(30),
+            "x".repeat(300),
+            rows.join(",")
+        );
+        let (card, cut) = template_card(&output, Some("http://am")).unwrap();
+        assert!(cut);
+        assert_eq!(card["card_type"], "text_notice");
+        assert_eq!(
+            card["main_title"]["title"].as_str().unwrap().chars().count(),
+            MAIN_TITLE
+        );
+        assert_eq!(
+            card["sub_title_text"].as_str().unwrap().chars().count(),
+            SUB_TITLE
+        );
+        let rows = card["horizontal_content_list"].as_array().unwrap();
+        assert_eq!(rows.len(), ROWS);
+        for row in rows {
+            assert!(row["keyname"].as_str().unwrap().chars().count() <= KEYNAME);
+            assert!(row["value"].as_str().unwrap().chars().count() <= VALUE);
+        }
+        let jumps = card["jump_list"].as_array().unwrap();
+        assert_eq!(jumps.len(), JUMPS);
+        assert!(jumps
+            .iter()
+            .all(|j| j["url"].as_str().unwrap().starts_with("http")));
+        assert_eq!(
+            card["card_action"],
+            serde_json::json!({"type": 1, "url": "http://am"})
+        );
+    }
+
+    #[test]
+    fn output_that_is_not_a_card_is_refused_with_a_reason() {
+        assert!(template_card("not json", Some("http://am"))
+            .unwrap_err()
+            .contains("JSON"));
+        assert!(template_card("[]", Some("http://am"))
+            .unwrap_err()
+            .contains("object"));
+        assert!(template_card(r#"{"main_title":{"title":"t"}}"#, None)
+            .unwrap_err()
+            .contains("card_action"));
+        assert!(template_card(r#"{"source":{}}"#, Some("http://am"))
+            .unwrap_err()
+            .contains("main_title"));
+    }
+}
