@@ -57,6 +57,10 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
         .client_request_timeout(settings.request_timeout)
+        // Longer than Alertmanager's idle-connection timeout (5 min), so the client, not
+        // the server, closes idle connections: otherwise a webhook sent on a connection the
+        // server is closing fails and is only delivered on Alertmanager's retry.
+        .keep_alive(Duration::from_secs(330))
         .listen(listener)?
         .run();
         info!(

@@ -51,6 +51,21 @@ impl Retry {
     }
 }
 
+impl Retry {
+    /// Waits before the next attempt, logging the failure; `false` when there is none left.
+    pub async fn back_off(&mut self, sender: &str, attempt: u32, failure: &dyn std::fmt::Display) -> bool {
+        let Some(pause) = self.next_pause() else {
+            return false;
+        };
+        log::warn!(
+            "{sender}: attempt {attempt} failed ({failure}); retrying in {}ms",
+            pause.as_millis()
+        );
+        tokio::time::sleep(pause).await;
+        true
+    }
+}
+
 /// ±20 % jitter so that replicas retrying the same failure do not march in step.
 fn jittered(base: Duration) -> Duration {
     base.mul_f64(0.8 + fastrand::f64() * 0.4)

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::info;
 use serde_json::Value;
 
 use super::api::WeComApi;
@@ -50,15 +50,12 @@ impl RobotSender {
                     transient => transient,
                 },
             };
-            let Some(pause) = retry.next_pause() else {
+            if !retry
+                .back_off(&format!("robot {}", self.robot.name), attempt, &failure)
+                .await
+            {
                 return Err(failure);
-            };
-            warn!(
-                "robot {}: attempt {attempt} failed ({failure}); retrying in {}ms",
-                self.robot.name,
-                pause.as_millis()
-            );
-            tokio::time::sleep(pause).await;
+            }
         }
     }
 }

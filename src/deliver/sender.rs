@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::info;
 use serde_json::Value;
 
 use super::api::{SendReceipt, WeComApi};
@@ -140,15 +140,12 @@ impl AppSender {
                     }
                 }
             };
-            let Some(pause) = retry.next_pause() else {
+            if !retry
+                .back_off(&format!("app {}", self.app.name), attempt, &failure)
+                .await
+            {
                 return Err(failure);
-            };
-            warn!(
-                "app {}: attempt {attempt} failed ({failure}); retrying in {}ms",
-                self.app.name,
-                pause.as_millis()
-            );
-            tokio::time::sleep(pause).await;
+            }
         }
     }
 }
