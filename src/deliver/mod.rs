@@ -182,6 +182,20 @@ impl Notifier {
         group_key: &str,
         message: &RenderedMessage,
     ) -> RouteReport {
+        let alerts = alerts_identity(&notification.alerts);
+        self.deliver_identified(notification, &alerts, group_key, message)
+            .await
+    }
+
+    /// [`Notifier::deliver`] with the alerts' identity computed beforehand
+    /// ([`alerts_identity`]), so the caller can let go of the alerts first.
+    pub async fn deliver_identified(
+        &self,
+        notification: &Notification<'_>,
+        alerts: &str,
+        group_key: &str,
+        message: &RenderedMessage,
+    ) -> RouteReport {
         let route = notification.route;
         let started = Instant::now();
         let deadline = started + self.settings.delivery_deadline;
@@ -199,7 +213,6 @@ impl Notifier {
             error: None,
         };
         let mut failures = Vec::new();
-        let alerts = alerts_identity(&notification.alerts);
         for Request {
             body,
             budget_keys,
@@ -400,7 +413,7 @@ fn robot_request(part: &MessageContent, mentions: &Mentions) -> Value {
 
 /// The alerts a notification carries, by what makes them different notifications:
 /// labels, status and times (Alertmanager's fingerprint is derived from the labels).
-fn alerts_identity(alerts: &[&crate::ingest::payload::Alert]) -> String {
+pub fn alerts_identity(alerts: &[&crate::ingest::payload::Alert]) -> String {
     let mut parts: Vec<String> = alerts
         .iter()
         .map(|alert| {

@@ -12,6 +12,7 @@ use super::auth::refusal;
 use super::payload::{AlertStatus, WebhookPayload};
 use crate::config::RouteConfig;
 use crate::deliver::{Outcome, RouteReport};
+use crate::route::Notification;
 use crate::runtime::Runtime;
 use crate::service::Service;
 
@@ -59,12 +60,15 @@ pub async fn receive_alerts(
 async fn read_and_handle(request: &HttpRequest, body: web::Payload, service: &Service) -> HttpResponse {
     let limit = service.config.server.max_body_bytes;
     let timeout = service.config.server.request_timeout;
+    // Bodies are read, parsed and rendered a few at a time (CPU-bound work anyway); the
+    // others wait in their sockets instead of in memory. Sending is not limited.
+    let permit = service.processing.acquire().await.ok();
     let Ok(read) = tokio::time::timeout(timeout, body.to_bytes_limited(limit)).await else {
         warn!("rejected webhook: the body did not arrive within server.request_timeout");
         return error_response(StatusCode::REQUEST_TIMEOUT, "request body not received in time");
     };
     match read {
-        Ok(Ok(body)) => handle(request, &body, service).await,
+        Ok(Ok(body)) => handle(request, body, service, permit).await,
         Ok(Err(error)) => error_response(
             StatusCode::BAD_REQUEST,
             &format!("cannot read the request body: {error}"),
@@ -82,14 +86,19 @@ async fn read_and_handle(request: &HttpRequest, body: web::Payload, service: &Se
     }
 }
 
-async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpResponse {
+async fn handle(
+    request: &HttpRequest,
+    body: web::Bytes,
+    service: &Service,
+    permit: Option<tokio::sync::SemaphorePermit<'_>>,
+) -> HttpResponse {
     if !is_json(request) {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json (Alertmanager's webhook payload)",
         );
     }
-    let payload = match WebhookPayload::parse(body) {
+    let payload = match WebhookPayload::parse(&body) {
         Ok(payload) => payload,
         Err(error) => {
             warn!("rejected webhook: {error}");
@@ -122,25 +131,37 @@ async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpRe
         );
     }
 
-    let deliveries = plan.notifications.iter().map(|notification| async {
-        let route = notification.route;
-        match service.renderer.render(
-            route,
-            &payload,
-            &notification.alerts,
-            &notification.mentions.users,
-        ) {
-            Ok(message) => {
-                service
-                    .notifier
-                    .deliver(notification, &payload.group_key, &message)
-                    .await
-            }
-            Err(error) => failed_before_sending(service, route, notification.alerts.len(), error.to_string()),
-        }
-    });
-    let mut routes = join_all(deliveries).await;
+    drop(body);
+    // Render everything, then let go of the payload (a 1,000-alert group is megabytes of
+    // label maps) before waiting on WeCom: what a delivery needs is small and owned.
+    let routes_of = service.router.routes();
+    let prepared: Vec<_> = plan
+        .notifications
+        .iter()
+        .map(|notification| {
+            let rendered = service.renderer.render(
+                notification.route,
+                &payload,
+                &notification.alerts,
+                &notification.mentions.users,
+            );
+            let route = routes_of
+                .iter()
+                .find(|r| std::ptr::eq(*r, notification.route))
+                .expect("plans route to the router's routes");
+            let owned = Notification {
+                route,
+                alerts: Vec::new(),
+                recipients: notification.recipients.clone(),
+                mentions: notification.mentions.clone(),
+                group: Default::default(),
+            };
+            let identity = crate::deliver::alerts_identity(&notification.alerts);
+            (owned, notification.alerts.len(), identity, rendered)
+        })
+        .collect();
     // Recipients that resolved to nobody: fail loudly rather than drop the alerts.
+    let mut failed = Vec::new();
     for unresolved in &plan.unresolved {
         let route = unresolved.route;
         service
@@ -155,13 +176,41 @@ async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpRe
             names.len(),
             names.join(", ")
         );
-        routes.push(failed_before_sending(
+        failed.push(failed_before_sending(
             service,
             route,
             unresolved.alerts.len(),
             error,
         ));
     }
+    let firing = payload
+        .alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing)
+        .count();
+    let total_alerts = payload.alerts.len();
+    let unrouted = plan.unrouted.len();
+    let group_key = payload.group_key.clone();
+    drop(plan);
+    drop(payload);
+    drop(permit);
+    let group_key = &group_key;
+    let deliveries = prepared
+        .iter()
+        .map(|(notification, alerts, identity, rendered)| async move {
+            let route = notification.route;
+            match rendered {
+                Ok(message) => {
+                    service
+                        .notifier
+                        .deliver_identified(notification, identity, group_key, message)
+                        .await
+                }
+                Err(error) => failed_before_sending(service, route, *alerts, error.to_string()),
+            }
+        });
+    let mut routes = join_all(deliveries).await;
+    routes.extend(failed);
 
     // Retryable trouble anywhere: 503, so Alertmanager retries; routes already accepted
     // are remembered and not sent again. Otherwise a permanent refusal: 422, so
@@ -173,22 +222,17 @@ async fn handle(request: &HttpRequest, body: &[u8], service: &Service) -> HttpRe
     } else {
         (StatusCode::OK, "ok")
     };
-    let firing = payload
-        .alerts
-        .iter()
-        .filter(|a| a.status == AlertStatus::Firing)
-        .count();
     debug!(
         "group {}: {} alert(s) ({} firing), answered {}",
-        payload.group_key,
-        payload.alerts.len(),
+        group_key,
+        total_alerts,
         firing,
         status.as_u16()
     );
     HttpResponse::build(status).json(WebhookReport {
         status: summary,
         routes,
-        unrouted: plan.unrouted.len(),
+        unrouted,
     })
 }
 

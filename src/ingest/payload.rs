@@ -96,6 +96,19 @@ impl WebhookPayload {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(PayloadError::Empty);
         }
+        // The fast path: plain serde. Only a body that fails is parsed again with path
+        // tracking, for the error message (tracking costs about as much as the parse).
+        let payload = match serde_json::from_slice::<WebhookPayload>(body) {
+            Ok(payload) => payload,
+            Err(_) => WebhookPayload::parse_tracked(body)?,
+        };
+        if payload.alerts.is_empty() {
+            return Err(PayloadError::NoAlerts);
+        }
+        Ok(payload)
+    }
+
+    fn parse_tracked(body: &[u8]) -> Result<WebhookPayload, PayloadError> {
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let payload: WebhookPayload = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let path = err.path().to_string();

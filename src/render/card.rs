@@ -59,7 +59,16 @@ pub fn textcard(
         let plural = if omitted == 1 { "" } else { "s" };
         format!("<div class=\"gray\">… and {omitted} more alert{plural}</div>")
     };
-    let description = |k: usize| render(k).map(|out| split_title(&out).1.trim().to_string());
+    // The full render gave the title; when everything fits, the fitting reuses it instead
+    // of rendering all alerts a second time.
+    let mut full = Some(full.clone());
+    let description = |k: usize| {
+        let out = match full.take_if(|_| k == total) {
+            Some(out) => out,
+            None => render(k)?,
+        };
+        Ok::<_, RenderError>(split_title(&out).1.trim().to_string())
+    };
     let mut fitted = fit_alerts(total, fit::TEXTCARD_DESCRIPTION_MAX_BYTES, description, more)?;
     if fitted.text.is_empty() {
         // WeCom requires a description; the title says it all.

@@ -10,17 +10,17 @@ use crate::ingest::payload::{Alert, AlertStatus, LabelSet, WebhookPayload};
 
 /// Built once per notification; `with_range` gives the view of some of its alerts (firing
 /// first) for fitting and for a series of messages.
-pub struct MessageContext {
+pub struct MessageContext<'a> {
     base: Map<String, Value>,
-    /// Firing alerts first, then resolved, each as template data.
-    alerts: Vec<(AlertStatus, Value)>,
+    /// Firing alerts first, then resolved; made template data only when shown.
+    alerts: Vec<&'a Alert>,
 }
 
-impl MessageContext {
+impl<'a> MessageContext<'a> {
     pub fn new(
         route: &RouteConfig,
         payload: &WebhookPayload,
-        alerts: &[&Alert],
+        alerts: &[&'a Alert],
         mentions: &[String],
     ) -> Self {
         let firing = alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
@@ -49,14 +49,19 @@ impl MessageContext {
 
         let mut ordered: Vec<&Alert> = alerts.to_vec();
         ordered.sort_by_key(|a| a.status == AlertStatus::Resolved); // stable: firing first
-        let alerts = ordered.into_iter().map(|a| (a.status, alert_data(a))).collect();
-        MessageContext { base, alerts }
+        MessageContext {
+            base,
+            alerts: ordered,
+        }
     }
 
     /// The context showing the alerts in `range` (of the firing-first order).
     pub fn with_range(&self, range: Range<usize>) -> Value {
         let end = range.end.min(self.alerts.len());
-        let shown = &self.alerts[range.start.min(end)..end];
+        let shown: Vec<(AlertStatus, Value)> = self.alerts[range.start.min(end)..end]
+            .iter()
+            .map(|a| (a.status, alert_data(a)))
+            .collect();
         let pick = |status: Option<AlertStatus>| -> Value {
             Value::Array(
                 shown

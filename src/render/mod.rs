@@ -155,7 +155,11 @@ impl Renderer {
         let registry = self.registry(route.msgtype);
         let render = |range: Range<usize>| -> Result<String, RenderError> {
             registry
-                .render(&route.template, &context.with_range(range))
+                // An owned context: `render(&data)` would deep-copy the data first.
+                .render_with_context(
+                    &route.template,
+                    &handlebars::Context::from(context.with_range(range)),
+                )
                 .map_err(|e| error(e.to_string()))
         };
         let total = alerts.len();

@@ -111,8 +111,14 @@ impl Router {
     fn split<'a>(&'a self, route: &'a RouteConfig, alerts: Vec<&'a Alert>, plan: &mut RoutingPlan<'a>) {
         let first = plan.notifications.len();
         let mut unresolved = Vec::new();
+        // Recipient templates need the alert as JSON; plain ids do not.
+        let templated = recipients::has_templates(route);
         for alert in alerts {
-            let data = RecipientResolver::data(alert);
+            let data = if templated {
+                RecipientResolver::data(alert)
+            } else {
+                serde_json::Value::Null
+            };
             let group: BTreeMap<String, String> = route
                 .group_by
                 .iter()

@@ -89,6 +89,16 @@ impl RecipientResolver {
     }
 }
 
+/// Whether any recipient entry of the route (`to`, `fallback_to`, `mention.users`) is a
+/// template over the alert.
+pub fn has_templates(route: &RouteConfig) -> bool {
+    std::iter::once(&route.to)
+        .chain(route.fallback_to.as_ref())
+        .flat_map(|r| r.users.iter().chain(&r.parties).chain(&r.tags))
+        .chain(&route.mention.users)
+        .any(|e| is_template(e))
+}
+
 fn is_template(entry: &str) -> bool {
     entry.contains("{{")
 }
