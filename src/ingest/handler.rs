@@ -156,7 +156,12 @@ async fn handle(
                 mentions: notification.mentions.clone(),
                 group: Default::default(),
             };
-            let identity = crate::deliver::alerts_identity(&notification.alerts);
+            // Only needed to recognise a re-sent group; skipped when that is switched off.
+            let identity = if service.config.wecom.dedup_window.is_zero() {
+                String::new()
+            } else {
+                crate::deliver::alerts_identity(&notification.alerts)
+            };
             (owned, notification.alerts.len(), identity, rendered)
         })
         .collect();
