@@ -15,10 +15,6 @@ use crate::metrics::Metrics;
 use crate::render::{RenderedMessage, Renderer, TemplateError};
 use crate::route::Router;
 
-/// Webhooks read, parsed and rendered at the same time: the work is CPU-bound, so more
-/// than the two workers' worth only holds more bodies and payloads in memory.
-pub const PROCESSING_PERMITS: usize = 2;
-
 /// The pipeline for one configuration.
 pub struct Service {
     pub config: Config,
@@ -26,8 +22,6 @@ pub struct Service {
     pub renderer: Renderer,
     pub notifier: Notifier,
     pub metrics: Metrics,
-    /// Webhooks being read, parsed and rendered at once (see `ingest::handler`).
-    pub processing: tokio::sync::Semaphore,
 }
 
 impl Service {
@@ -53,7 +47,6 @@ impl Service {
             renderer,
             notifier,
             metrics,
-            processing: tokio::sync::Semaphore::new(PROCESSING_PERMITS),
         })
     }
 

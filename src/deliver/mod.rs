@@ -174,24 +174,13 @@ impl Notifier {
         names
     }
 
-    /// Sends one notification's message, batch by batch, skipping batches WeCom already
-    /// accepted for this group.
+    /// Sends one notification's message, batch by batch, skipping requests WeCom already
+    /// accepted for this group. `alerts` is the [`alerts_identity`] of the notification's
+    /// alerts (computed by the caller, which can then let go of the alerts themselves; empty
+    /// when de-duplication is off).
     pub async fn deliver(
         &self,
-        notification: &Notification<'_>,
-        group_key: &str,
-        message: &RenderedMessage,
-    ) -> RouteReport {
-        let alerts = alerts_identity(&notification.alerts);
-        self.deliver_identified(notification, &alerts, group_key, message)
-            .await
-    }
-
-    /// [`Notifier::deliver`] with the alerts' identity computed beforehand
-    /// ([`alerts_identity`]), so the caller can let go of the alerts first.
-    pub async fn deliver_identified(
-        &self,
-        notification: &Notification<'_>,
+        notification: &Notification<'_, '_>,
         alerts: &str,
         group_key: &str,
         message: &RenderedMessage,
@@ -310,14 +299,15 @@ impl Notifier {
 
     /// The exact requests a notification's message goes out as: for an app, one per part
     /// of a series and recipient batch; for a robot, one per part.
-    pub fn requests(&self, notification: &Notification<'_>, message: &RenderedMessage) -> Vec<Request> {
+    pub fn requests(&self, notification: &Notification<'_, '_>, message: &RenderedMessage) -> Vec<Request> {
         let target = &self.targets[notification.route.target_name()];
         let parts = message.parts.len();
+        let batches = batch::batches(&notification.recipients);
         let mut requests = Vec::new();
         for (index, part) in message.parts.iter().enumerate() {
             match target {
                 TargetSender::App { sender, .. } => {
-                    for to in batch::batches(&notification.recipients) {
+                    for to in &batches {
                         let identity = format!(
                             "{index}/{parts}|{}|{}|{}",
                             to.users.join(","),
@@ -325,8 +315,8 @@ impl Notifier {
                             to.tags.join(",")
                         );
                         requests.push(Request {
-                            body: self.app_request(sender.app(), &to, part),
-                            budget_keys: to.users,
+                            body: self.app_request(sender.app(), to, part),
+                            budget_keys: to.users.clone(),
                             identity,
                         });
                     }

@@ -7,13 +7,14 @@ use futures_util::future::join_all;
 use log::{debug, warn};
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::SemaphorePermit;
 
 use super::auth::refusal;
 use super::payload::{AlertStatus, WebhookPayload};
 use crate::config::RouteConfig;
-use crate::deliver::{Outcome, RouteReport};
+use crate::deliver::{alerts_identity, Outcome, RouteReport};
 use crate::route::Notification;
-use crate::runtime::Runtime;
+use crate::runtime::{Admission, Runtime};
 use crate::service::Service;
 
 /// The response body: what happened to each route's share of the notification.
@@ -34,7 +35,7 @@ pub async fn receive_alerts(
     let response = match refusal(&service.config.server.auth, &request) {
         Some(refused) => refused,
         None => match runtime.admission().enter().await {
-            Some(_slot) => read_and_handle(&request, body, &service).await,
+            Some(_slot) => read_and_handle(&request, body, &service, runtime.admission()).await,
             None => {
                 warn!("refused a webhook: too many in flight (server.max_concurrent_requests + max_queued_requests)");
                 let mut response = error_response(
@@ -57,18 +58,30 @@ pub async fn receive_alerts(
     response
 }
 
-async fn read_and_handle(request: &HttpRequest, body: web::Payload, service: &Service) -> HttpResponse {
+async fn read_and_handle(
+    request: &HttpRequest,
+    body: web::Payload,
+    service: &Service,
+    admission: &Admission,
+) -> HttpResponse {
+    // Decided by the headers alone: no need to read a body we will refuse.
+    if !is_json(request) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json (Alertmanager's webhook payload)",
+        );
+    }
     let limit = service.config.server.max_body_bytes;
     let timeout = service.config.server.request_timeout;
     // Bodies are read, parsed and rendered a few at a time (CPU-bound work anyway); the
     // others wait in their sockets instead of in memory. Sending is not limited.
-    let permit = service.processing.acquire().await.ok();
+    let permit = admission.process().await;
     let Ok(read) = tokio::time::timeout(timeout, body.to_bytes_limited(limit)).await else {
         warn!("rejected webhook: the body did not arrive within server.request_timeout");
         return error_response(StatusCode::REQUEST_TIMEOUT, "request body not received in time");
     };
     match read {
-        Ok(Ok(body)) => handle(request, body, service, permit).await,
+        Ok(Ok(body)) => handle(body, service, permit).await,
         Ok(Err(error)) => error_response(
             StatusCode::BAD_REQUEST,
             &format!("cannot read the request body: {error}"),
@@ -86,18 +99,7 @@ async fn read_and_handle(request: &HttpRequest, body: web::Payload, service: &Se
     }
 }
 
-async fn handle(
-    request: &HttpRequest,
-    body: web::Bytes,
-    service: &Service,
-    permit: Option<tokio::sync::SemaphorePermit<'_>>,
-) -> HttpResponse {
-    if !is_json(request) {
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json (Alertmanager's webhook payload)",
-        );
-    }
+async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePermit<'_>>) -> HttpResponse {
     let payload = match WebhookPayload::parse(&body) {
         Ok(payload) => payload,
         Err(error) => {
@@ -133,8 +135,9 @@ async fn handle(
 
     drop(body);
     // Render everything, then let go of the payload (a 1,000-alert group is megabytes of
-    // label maps) before waiting on WeCom: what a delivery needs is small and owned.
-    let routes_of = service.router.routes();
+    // label maps) before waiting on WeCom: a delivery needs the route, the recipients, the
+    // rendered message and the alerts' identity, not the alerts.
+    let dedup = !service.config.wecom.dedup_window.is_zero();
     let prepared: Vec<_> = plan
         .notifications
         .iter()
@@ -145,24 +148,19 @@ async fn handle(
                 &notification.alerts,
                 &notification.mentions.users,
             );
-            let route = routes_of
-                .iter()
-                .find(|r| std::ptr::eq(*r, notification.route))
-                .expect("plans route to the router's routes");
-            let owned = Notification {
-                route,
+            let identity = if dedup {
+                alerts_identity(&notification.alerts)
+            } else {
+                String::new()
+            };
+            let addressed = Notification {
+                route: notification.route,
                 alerts: Vec::new(),
                 recipients: notification.recipients.clone(),
                 mentions: notification.mentions.clone(),
-                group: Default::default(),
+                group: notification.group.clone(),
             };
-            // Only needed to recognise a re-sent group; skipped when that is switched off.
-            let identity = if service.config.wecom.dedup_window.is_zero() {
-                String::new()
-            } else {
-                crate::deliver::alerts_identity(&notification.alerts)
-            };
-            (owned, notification.alerts.len(), identity, rendered)
+            (addressed, notification.alerts.len(), identity, rendered)
         })
         .collect();
     // Recipients that resolved to nobody: fail loudly rather than drop the alerts.
@@ -188,11 +186,16 @@ async fn handle(
             error,
         ));
     }
-    let firing = payload
-        .alerts
-        .iter()
-        .filter(|a| a.status == AlertStatus::Firing)
-        .count();
+    // Counted only for the debug line; a big group is thousands of alerts.
+    let firing = if log::log_enabled!(log::Level::Debug) {
+        payload
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .count()
+    } else {
+        0
+    };
     let total_alerts = payload.alerts.len();
     let unrouted = plan.unrouted.len();
     let group_key = payload.group_key.clone();
@@ -208,7 +211,7 @@ async fn handle(
                 Ok(message) => {
                     service
                         .notifier
-                        .deliver_identified(notification, identity, group_key, message)
+                        .deliver(notification, identity, group_key, message)
                         .await
                 }
                 Err(error) => failed_before_sending(service, route, *alerts, error.to_string()),

@@ -11,9 +11,10 @@ pub mod message;
 pub mod samples;
 mod series;
 
+use std::collections::HashMap;
 use std::ops::Range;
 
-use handlebars::{DirectorySourceOptionsBuilder, Handlebars};
+use handlebars::{DirectorySourceOptionsBuilder, Handlebars, Template};
 use rust_embed::RustEmbed;
 
 use crate::config::{MsgType, RouteConfig, TemplateSettings};
@@ -68,12 +69,12 @@ pub struct RenderedMessage {
     pub cut: bool,
 }
 
-/// Templates for every msgtype, each registry with the escaping its output needs.
+/// Templates for every msgtype, each registry with the escaping its output needs
+/// (markdown and markdown_v2 escape alike and share one).
 pub struct Renderer {
     text: Handlebars<'static>,
     markdown: Handlebars<'static>,
     textcard: Handlebars<'static>,
-    markdown_v2: Handlebars<'static>,
     template_card: Handlebars<'static>,
 }
 
@@ -81,12 +82,12 @@ impl Renderer {
     /// Loads the built-in templates and then `settings.dir`; syntax errors are reported here,
     /// not when the first alert arrives.
     pub fn new(settings: &TemplateSettings) -> Result<Renderer, TemplateError> {
+        let templates = load_templates(settings)?;
         Ok(Renderer {
-            text: registry(settings, escape::text)?,
-            markdown: registry(settings, escape::markdown)?,
-            textcard: registry(settings, escape::textcard)?,
-            markdown_v2: registry(settings, escape::markdown)?,
-            template_card: registry(settings, escape::json_string)?,
+            text: registry(settings, &templates, escape::text),
+            markdown: registry(settings, &templates, escape::markdown),
+            textcard: registry(settings, &templates, escape::textcard),
+            template_card: registry(settings, &templates, escape::json_string),
         })
     }
 
@@ -130,9 +131,8 @@ impl Renderer {
     fn registry(&self, msgtype: MsgType) -> &Handlebars<'static> {
         match msgtype {
             MsgType::Text => &self.text,
-            MsgType::Markdown => &self.markdown,
+            MsgType::Markdown | MsgType::MarkdownV2 => &self.markdown,
             MsgType::Textcard => &self.textcard,
-            MsgType::MarkdownV2 => &self.markdown_v2,
             MsgType::TemplateCard => &self.template_card,
         }
     }
@@ -227,15 +227,11 @@ impl Renderer {
     }
 }
 
-fn registry(
-    settings: &TemplateSettings,
-    escape: fn(&str) -> String,
-) -> Result<Handlebars<'static>, TemplateError> {
-    let mut registry = Handlebars::new();
-    registry.set_strict_mode(true);
-    registry.register_escape_fn(escape);
-    helpers::register(&mut registry, settings.timezone);
-    registry
+/// The built-in templates, then `settings.dir` over them: read and parsed once, shared by
+/// every registry.
+fn load_templates(settings: &TemplateSettings) -> Result<HashMap<String, Template>, TemplateError> {
+    let mut loader = Handlebars::new();
+    loader
         .register_embed_templates_with_extension::<BuiltinTemplates>(".hbs")
         .map_err(|e| TemplateError::Syntax(Box::new(e)))?;
     if let Some(dir) = &settings.dir {
@@ -243,7 +239,7 @@ fn registry(
             .tpl_extension(".hbs")
             .build()
             .expect("all options have defaults");
-        registry.register_templates_directory(dir, options).map_err(|e| {
+        loader.register_templates_directory(dir, options).map_err(|e| {
             if e.name().is_some() || e.pos().is_some() {
                 TemplateError::Syntax(Box::new(e))
             } else {
@@ -254,7 +250,23 @@ fn registry(
             }
         })?;
     }
-    Ok(registry)
+    Ok(loader.get_templates().clone())
+}
+
+/// A strict registry with the helpers, `templates` and the escaping one msgtype needs.
+fn registry(
+    settings: &TemplateSettings,
+    templates: &HashMap<String, Template>,
+    escape: fn(&str) -> String,
+) -> Handlebars<'static> {
+    let mut registry = Handlebars::new();
+    registry.set_strict_mode(true);
+    registry.register_escape_fn(escape);
+    helpers::register(&mut registry, settings.timezone);
+    for (name, template) in templates {
+        registry.register_template(name, template.clone());
+    }
+    registry
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@ use crate::config::{Mentions, Recipients, RouteConfig};
 use crate::ingest::payload::{Alert, AlertStatus};
 use recipients::RecipientResolver;
 
-/// Alerts of one notification that go out as one message.
+/// Alerts of one notification that go out as one message. The route is borrowed from
+/// the router (`'r`), the alerts from the payload (`'a`), so a caller can let go of the
+/// payload and keep the route.
 #[derive(Debug)]
-pub struct Notification<'a> {
-    pub route: &'a RouteConfig,
+pub struct Notification<'r, 'a> {
+    pub route: &'r RouteConfig,
     pub alerts: Vec<&'a Alert>,
     /// App routes: who receives it.
     pub recipients: Recipients,
@@ -27,17 +29,17 @@ pub struct Notification<'a> {
 
 /// Alerts a route matched but whose recipients resolved to nobody, with no fallback.
 #[derive(Debug)]
-pub struct Unresolved<'a> {
-    pub route: &'a RouteConfig,
+pub struct Unresolved<'r, 'a> {
+    pub route: &'r RouteConfig,
     pub alerts: Vec<&'a Alert>,
 }
 
 /// The result of routing one notification.
 #[derive(Debug, Default)]
-pub struct RoutingPlan<'a> {
+pub struct RoutingPlan<'r, 'a> {
     /// In route order; within a route, in order of first appearance.
-    pub notifications: Vec<Notification<'a>>,
-    pub unresolved: Vec<Unresolved<'a>>,
+    pub notifications: Vec<Notification<'r, 'a>>,
+    pub unresolved: Vec<Unresolved<'r, 'a>>,
     /// Alerts that matched no route.
     pub unrouted: Vec<&'a Alert>,
 }
@@ -63,34 +65,37 @@ impl Router {
     /// The routes an alert with these labels goes to: the first match, and after it every
     /// further match while the matched routes say `continue`.
     pub fn matching_routes(&self, labels: &BTreeMap<String, String>) -> Vec<&RouteConfig> {
-        let mut matched = Vec::new();
-        for route in &self.routes {
-            if route.matchers.iter().all(|m| m.matches(labels)) {
-                matched.push(route);
-                if !route.continue_matching {
-                    break;
+        self.matching(labels).map(|(_, route)| route).collect()
+    }
+
+    /// [`Router::matching_routes`] with each route's index, without allocating.
+    fn matching<'s, 'l>(
+        &'s self,
+        labels: &'l BTreeMap<String, String>,
+    ) -> impl Iterator<Item = (usize, &'s RouteConfig)> + use<'s, 'l> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| route.matchers.iter().all(|m| m.matches(labels)))
+            .scan(true, |keep_going, (index, route)| {
+                if !*keep_going {
+                    return None;
                 }
-            }
-        }
-        matched
+                *keep_going = route.continue_matching;
+                Some((index, route))
+            })
     }
 
     /// Routes each alert on its own labels and splits each route's alerts into messages.
-    pub fn plan<'a>(&'a self, alerts: &'a [Alert]) -> RoutingPlan<'a> {
+    pub fn plan<'r, 'a>(&'r self, alerts: &'a [Alert]) -> RoutingPlan<'r, 'a> {
         let mut per_route: Vec<Vec<&Alert>> = vec![Vec::new(); self.routes.len()];
         let mut plan = RoutingPlan::default();
         for alert in alerts {
             let mut matched = false;
-            for (index, route) in self.routes.iter().enumerate() {
-                if !route.matchers.iter().all(|m| m.matches(&alert.labels)) {
-                    continue;
-                }
+            for (index, route) in self.matching(&alert.labels) {
                 matched = true;
                 if alert.status == AlertStatus::Firing || route.send_resolved {
                     per_route[index].push(alert);
-                }
-                if !route.continue_matching {
-                    break;
                 }
             }
             if !matched {
@@ -108,7 +113,12 @@ impl Router {
     /// Splits one route's alerts into messages: alerts share a message only if they share
     /// the `group_by` values and the same resolved recipients, so nobody receives an alert
     /// meant for someone else.
-    fn split<'a>(&'a self, route: &'a RouteConfig, alerts: Vec<&'a Alert>, plan: &mut RoutingPlan<'a>) {
+    fn split<'r, 'a>(
+        &'r self,
+        route: &'r RouteConfig,
+        alerts: Vec<&'a Alert>,
+        plan: &mut RoutingPlan<'r, 'a>,
+    ) {
         let first = plan.notifications.len();
         let mut unresolved = Vec::new();
         // Recipient templates need the alert as JSON; plain ids do not.

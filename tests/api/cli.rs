@@ -381,3 +381,27 @@ fn render_prints_the_exact_requests_with_sizes_and_reads_stdin() {
     assert_ne!(code, 0);
     assert!(stderr.contains("no such route"), "{stderr}");
 }
+
+#[test]
+fn mistakes_on_the_command_line_get_a_clear_message() {
+    let (code, _, stderr) = run(&["--listen", "nowhere"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--listen \"nowhere\" is not an address"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(&["render", "--payload", "/nonexistent/payload.json"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot read /nonexistent/payload.json"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(&["check", "--config", "/nonexistent/config.yml"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/config.yml"),
+        "{stderr}"
+    );
+}

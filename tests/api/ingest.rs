@@ -95,3 +95,32 @@ async fn health_and_readiness_answer_200() {
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_and_nothing_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn(TestConfig {
+        top_extra: "server: {request_timeout: 1s}\n".into(),
+        ..TestConfig::default()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // Headers announce 500 bytes; only 10 arrive.
+    let head =
+        "POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"{\"alerts\":").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server answered instead of waiting forever");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request body not received in time"), "{answer}");
+    assert_eq!(app.wecom.send_calls(), 0);
+}

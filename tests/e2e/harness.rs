@@ -64,7 +64,23 @@ pub struct Stack {
     _dir: TempDir,
 }
 
+/// Alertmanager's own metrics for our webhook receiver.
+pub const WEBHOOK: [(&str, &str); 1] = [("integration", "webhook")];
+
 impl Stack {
+    /// Posts one firing DiskFull alert of team db through Alertmanager and waits until
+    /// Alertmanager counts its notification as failed.
+    pub async fn post_and_wait_for_alertmanager_failure(&self, what: &str) {
+        self.alertmanager
+            .post_alerts(&[alert(&[("alertname", "DiskFull"), ("team", "db")], "disk full")])
+            .await;
+        eventually(what, DELIVERY_TIMEOUT, || async {
+            let theirs = self.alertmanager.metrics().await;
+            (theirs.sum("alertmanager_notifications_failed_total", &WEBHOOK) >= 1.0).then_some(())
+        })
+        .await;
+    }
+
     /// Starts the fake WeCom (app `ops`, users alice and bob), our binary, then Alertmanager.
     pub async fn start(options: Options) -> Stack {
         let alertmanager_binary = alertmanager_binary();
