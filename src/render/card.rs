@@ -39,37 +39,39 @@ fn is_http(url: &str) -> bool {
 
 /// A textcard from template output whose first non-empty line is the title. `render(k)`
 /// renders with the first `k` alerts.
+///
+/// The title comes from the same render as the description that was kept, so it sees the
+/// alerts the card shows (counts such as `firingCount` always cover the whole group). A
+/// 1,000-alert group thus costs a few small renders, never one of all its alerts.
 pub fn textcard(
     total: usize,
     url: String,
     mut render: impl FnMut(usize) -> Result<String, RenderError>,
 ) -> Result<(MessageContent, Fitted), CardError> {
-    let full = render(total)?;
-    let (raw_title, _) = split_title(&full);
-    if raw_title.trim().is_empty() {
-        return Err(CardError::Invalid(
-            "the template rendered no title (its first non-empty line)".into(),
-        ));
-    }
-    let (title, title_cut) = cut_to_fit(
-        &escape::unescape_html(raw_title.trim()),
-        fit::TEXTCARD_TITLE_MAX_BYTES,
-    );
+    // Titles are short: keep each render's, then take the one of the kept description.
+    let mut titles: Vec<(usize, String)> = Vec::new();
+    let description = |k: usize| {
+        let out = render(k)?;
+        let (title, description) = split_title(&out);
+        titles.push((k, title.trim().to_string()));
+        Ok::<_, RenderError>(description.trim().to_string())
+    };
     let more = |omitted: usize| {
         let plural = if omitted == 1 { "" } else { "s" };
         format!("<div class=\"gray\">… and {omitted} more alert{plural}</div>")
     };
-    // The full render gave the title; when everything fits, the fitting reuses it instead
-    // of rendering all alerts a second time.
-    let mut full = Some(full.clone());
-    let description = |k: usize| {
-        let out = match full.take_if(|_| k == total) {
-            Some(out) => out,
-            None => render(k)?,
-        };
-        Ok::<_, RenderError>(split_title(&out).1.trim().to_string())
-    };
     let mut fitted = fit_alerts(total, fit::TEXTCARD_DESCRIPTION_MAX_BYTES, description, more)?;
+    let raw_title = titles
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == fitted.shown)
+        .map_or("", |(_, title)| title.as_str());
+    if raw_title.is_empty() {
+        return Err(CardError::Invalid(
+            "the template rendered no title (its first non-empty line)".into(),
+        ));
+    }
+    let (title, title_cut) = cut_to_fit(&escape::unescape_html(raw_title), fit::TEXTCARD_TITLE_MAX_BYTES);
     if fitted.text.is_empty() {
         // WeCom requires a description; the title says it all.
         fitted.text = escape::textcard(&title);

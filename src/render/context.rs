@@ -8,12 +8,16 @@ use serde_json::{json, Map, Value};
 use crate::config::RouteConfig;
 use crate::ingest::payload::{Alert, AlertStatus, LabelSet, WebhookPayload};
 
-/// Built once per notification; `with_range` gives the view of some of its alerts (firing
-/// first) for fitting and for a series of messages.
+/// Built once per notification; [`MessageContext::render`] shows some of its alerts
+/// (firing first) for fitting and for a series of messages.
 pub struct MessageContext<'a> {
-    base: Map<String, Value>,
-    /// Firing alerts first, then resolved; made template data only when shown.
+    /// The template data: the notification's fields, plus the shown alerts while rendering.
+    context: handlebars::Context,
+    /// Firing alerts first, then resolved.
     alerts: Vec<&'a Alert>,
+    /// Each alert's template data, built the first time the alert is shown and reused by
+    /// the next renders (fitting renders the first alerts several times).
+    data: Vec<Option<Value>>,
 }
 
 impl<'a> MessageContext<'a> {
@@ -50,33 +54,50 @@ impl<'a> MessageContext<'a> {
         let mut ordered: Vec<&Alert> = alerts.to_vec();
         ordered.sort_by_key(|a| a.status == AlertStatus::Resolved); // stable: firing first
         MessageContext {
-            base,
+            context: handlebars::Context::from(Value::Object(base)),
+            data: vec![None; ordered.len()],
             alerts: ordered,
         }
     }
 
-    /// The context showing the alerts in `range` (of the firing-first order).
-    pub fn with_range(&self, range: Range<usize>) -> Value {
+    /// Calls `render` with the context showing the alerts in `range` (of the firing-first
+    /// order) as `alerts`, `firing` and `resolved`.
+    pub fn render<T>(&mut self, range: Range<usize>, render: impl FnOnce(&handlebars::Context) -> T) -> T {
         let end = range.end.min(self.alerts.len());
-        let shown: Vec<(AlertStatus, Value)> = self.alerts[range.start.min(end)..end]
-            .iter()
-            .map(|a| (a.status, alert_data(a)))
-            .collect();
-        let pick = |status: Option<AlertStatus>| -> Value {
-            Value::Array(
-                shown
-                    .iter()
-                    .filter(|(s, _)| status.is_none_or(|wanted| *s == wanted))
-                    .map(|(_, data)| data.clone())
-                    .collect(),
-            )
-        };
-        let mut data = self.base.clone();
-        data.insert("alerts".into(), pick(None));
-        data.insert("firing".into(), pick(Some(AlertStatus::Firing)));
-        data.insert("resolved".into(), pick(Some(AlertStatus::Resolved)));
-        data.insert("omittedAlerts".into(), json!(self.alerts.len() - end));
-        Value::Object(data)
+        let start = range.start.min(end);
+        let mut shown = Vec::with_capacity(end - start);
+        let (mut firing, mut resolved) = (Vec::new(), Vec::new());
+        for (alert, data) in self.alerts[start..end].iter().zip(&mut self.data[start..end]) {
+            // Moved into the context for this render and back afterwards: no copy.
+            let data = data.take().unwrap_or_else(|| alert_data(alert));
+            match alert.status {
+                AlertStatus::Firing => firing.push(data.clone()),
+                AlertStatus::Resolved => resolved.push(data.clone()),
+            }
+            shown.push(data);
+        }
+        let omitted = self.alerts.len() - end;
+        let fields = self.fields();
+        fields.insert("alerts".into(), Value::Array(shown));
+        fields.insert("firing".into(), Value::Array(firing));
+        fields.insert("resolved".into(), Value::Array(resolved));
+        fields.insert("omittedAlerts".into(), json!(omitted));
+
+        let output = render(&self.context);
+
+        if let Some(Value::Array(shown)) = self.fields().remove("alerts") {
+            for (slot, data) in self.data[start..end].iter_mut().zip(shown) {
+                *slot = Some(data);
+            }
+        }
+        output
+    }
+
+    fn fields(&mut self) -> &mut Map<String, Value> {
+        self.context
+            .data_mut()
+            .as_object_mut()
+            .expect("the context is built as an object")
     }
 }
 

@@ -151,16 +151,15 @@ impl Renderer {
             template: route.template.clone(),
             message,
         };
-        let context = MessageContext::new(route, payload, alerts, mentions);
+        let mut context = MessageContext::new(route, payload, alerts, mentions);
         let registry = self.registry(route.msgtype);
-        let render = |range: Range<usize>| -> Result<String, RenderError> {
-            registry
-                // An owned context: `render(&data)` would deep-copy the data first.
-                .render_with_context(
-                    &route.template,
-                    &handlebars::Context::from(context.with_range(range)),
-                )
-                .map_err(|e| error(e.to_string()))
+        let mut render = |range: Range<usize>| -> Result<String, RenderError> {
+            context.render(range, |context| {
+                // A prepared context: `render(&data)` would deep-copy the data first.
+                registry
+                    .render_with_context(&route.template, context)
+                    .map_err(|e| error(e.to_string()))
+            })
         };
         let total = alerts.len();
         match route.msgtype {

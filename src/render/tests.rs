@@ -102,17 +102,55 @@ fn a_textcard_has_a_plain_title_a_link_and_a_short_button() {
 
 /// Renders the crashloop fixture through a text route using `NAME.hbs` from a template dir.
 fn render_user_template(name: &str, content: &str) -> Result<RenderedMessage, RenderError> {
+    render_user_template_as("text", CRASHLOOP, name, content)
+}
+
+/// Renders `body` through a `msgtype` route using `NAME.hbs` from a template dir.
+fn render_user_template_as(
+    msgtype: &str,
+    body: &str,
+    name: &str,
+    content: &str,
+) -> Result<RenderedMessage, RenderError> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(format!("{name}.hbs")), content).unwrap();
     let yaml = format!(
-        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: text, template: {name}, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
+        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: all, app: ops, msgtype: {msgtype}, template: {name}, to: {{tags: [1]}}}}]\ntemplates: {{dir: '{}'}}\n",
         dir.path().display()
     );
     let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
     let renderer = Renderer::new(&config.templates).unwrap();
-    let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+    let payload = WebhookPayload::parse(body.as_bytes()).unwrap();
     let alerts: Vec<&Alert> = payload.alerts.iter().collect();
     renderer.render(&config.routes[0], &payload, &alerts, &[])
+}
+
+#[test]
+fn a_textcard_title_is_rendered_with_the_alerts_its_card_shows() {
+    // 200 alerts: far more than a 512-byte description holds.
+    let mut body: serde_json::Value = serde_json::from_str(CRASHLOOP).unwrap();
+    let alert = body["alerts"][0].clone();
+    body["alerts"] = (0..200)
+        .map(|i| {
+            let mut alert = alert.clone();
+            alert["labels"]["pod"] = format!("api-{i}").into();
+            alert
+        })
+        .collect();
+    let template = "{{firingCount}} firing, {{omittedAlerts}} not shown, first {{alerts.0.labels.pod}}\n\
+                    {{#each alerts}}<div>{{labels.pod}}: {{annotations.description}}</div>{{/each}}";
+    let message = render_user_template_as("textcard", &body.to_string(), "card", template).unwrap();
+    let MessageContent::Textcard { title, .. } = &message.parts[0] else {
+        panic!("not a textcard: {:?}", message.parts);
+    };
+    assert!(message.shown_alerts > 0 && message.shown_alerts < 200);
+    let omitted = 200 - message.shown_alerts;
+    assert_eq!(
+        title,
+        &format!("200 firing, {omitted} not shown, first api-0"),
+        "shown {}",
+        message.shown_alerts
+    );
 }
 
 #[test]
