@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono_tz::Tz;
+use jiff::tz::TimeZone;
 
 use crate::route::matcher::Matcher;
 use crate::secret::Secret;
@@ -204,7 +204,7 @@ impl Recipients {
 #[derive(Debug, Clone)]
 pub struct TemplateSettings {
     pub dir: Option<PathBuf>,
-    pub timezone: Tz,
+    pub timezone: TimeZone,
     /// Default of `routes[].max_messages`.
     pub max_messages: usize,
 }
@@ -369,7 +369,7 @@ impl Config {
         let routes =
             route::validate_routes(raw.routes, &context).map_err(|(key, message)| invalid(&key, message))?;
 
-        let timezone: Tz = raw.templates.timezone.parse().map_err(|_| {
+        let timezone = TimeZone::get(&raw.templates.timezone).map_err(|_| {
             invalid(
                 "templates.timezone",
                 format!(

@@ -25,12 +25,13 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, TimeDelta, Utc};
-use chrono_tz::Tz;
+use chrono::format::{Fixed, Item, StrftimeItems};
+use chrono::{DateTime, Datelike, FixedOffset, TimeDelta, Utc};
 use handlebars::{
     handlebars_helper, Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
     ScopedJson,
 };
+use jiff::tz::TimeZone;
 use serde_json::{Map, Value};
 
 /// The default output of `{{time …}}`.
@@ -40,12 +41,12 @@ pub const DEFAULT_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S %Z";
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Registers the helpers on a registry, with durations measured against the system clock.
-pub fn register(registry: &mut Handlebars<'static>, timezone: Tz) {
+pub fn register(registry: &mut Handlebars<'static>, timezone: TimeZone) {
     register_with_clock(registry, timezone, Arc::new(Utc::now));
 }
 
 /// [`register`] with "now" taken from `clock` (for tests and reproducible previews).
-pub fn register_with_clock(registry: &mut Handlebars<'static>, timezone: Tz, clock: Clock) {
+pub fn register_with_clock(registry: &mut Handlebars<'static>, timezone: TimeZone, clock: Clock) {
     registry.register_helper("time", Box::new(TimeHelper { timezone }));
     registry.register_helper("duration", Box::new(DurationHelper { clock }));
     registry.register_helper("truncate", Box::new(truncate));
@@ -129,7 +130,7 @@ fn parse_time(helper: &str, value: &Value) -> Result<Option<DateTime<Utc>>, Rend
 /// chrono `strftime` format (default [`DEFAULT_TIME_FORMAT`]). An empty or missing time
 /// renders as ""; an unknown zone or a bad format is an error.
 pub struct TimeHelper {
-    pub timezone: Tz,
+    pub timezone: TimeZone,
 }
 
 impl HelperDef for TimeHelper {
@@ -154,13 +155,14 @@ impl HelperDef for TimeHelper {
                 )))
             }
         };
-        let mut timezone = self.timezone;
+        let mut zone = None;
         for (key, option) in h.hash() {
             match (*key, option.value()) {
                 ("tz", Value::String(name)) => {
-                    timezone = name
-                        .parse()
-                        .map_err(|_| error(format!("time: unknown time zone {name:?}")))?;
+                    zone = Some(
+                        TimeZone::get(name)
+                            .map_err(|_| error(format!("time: unknown time zone {name:?}")))?,
+                    );
                 }
                 ("tz", other) => {
                     return Err(error(format!(
@@ -174,11 +176,28 @@ impl HelperDef for TimeHelper {
         let Some(time) = parse_time("time", value)? else {
             return Ok(ScopedJson::Derived(Value::String(String::new())));
         };
-        let mut out = String::new();
-        write!(out, "{}", time.with_timezone(&timezone).format(format))
-            .map_err(|_| error(format!("time: invalid format {format:?}")))?;
+        let out = format_in_zone(time, zone.as_ref().unwrap_or(&self.timezone), format)
+            .ok_or_else(|| error(format!("time: invalid format {format:?}")))?;
         Ok(ScopedJson::Derived(Value::String(out)))
     }
+}
+
+/// `time` in `zone`, formatted with a chrono `strftime` format; `None` for a bad format.
+/// The zone's rules come from jiff's bundled copy of the IANA database (compact TZif data,
+/// unlike chrono-tz's tables, which cost about 1 MiB of memory in every process); chrono
+/// formats the local time, with `%Z` as the zone's abbreviation (CST, CET, +04).
+pub fn format_in_zone(time: DateTime<Utc>, zone: &TimeZone, format: &str) -> Option<String> {
+    let instant = jiff::Timestamp::new(time.timestamp(), time.timestamp_subsec_nanos() as i32).ok()?;
+    let info = zone.to_offset_info(instant);
+    let offset = FixedOffset::east_opt(info.offset().seconds())?;
+    let abbreviation = info.abbreviation();
+    let items = StrftimeItems::new(format).map(|item| match item {
+        Item::Fixed(Fixed::TimezoneName) => Item::Literal(abbreviation),
+        item => item,
+    });
+    let mut out = String::new();
+    write!(out, "{}", time.with_timezone(&offset).format_with_items(items)).ok()?;
+    Some(out)
 }
 
 /// A duration as its two most significant units: `3h12m`, `45s`, `2d3h`, `12m5s`, `1h`
@@ -600,7 +619,11 @@ mod tests {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
         registry.register_escape_fn(handlebars::no_escape);
-        register_with_clock(&mut registry, chrono_tz::Asia::Shanghai, Arc::new(now));
+        register_with_clock(
+            &mut registry,
+            jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
+            Arc::new(now),
+        );
         registry
     }
 
@@ -634,7 +657,7 @@ mod tests {
     #[test]
     fn register_registers_every_helper() {
         let mut registry = Handlebars::new();
-        register(&mut registry, chrono_tz::UTC);
+        register(&mut registry, jiff::tz::TimeZone::UTC);
         for name in [
             "time",
             "duration",
@@ -695,6 +718,61 @@ mod tests {
         );
         // The override does not stick.
         assert_eq!(ok("{{time startsAt \"%H:%M\"}}", &data), "22:47");
+    }
+
+    #[test]
+    fn zones_follow_daylight_saving_and_their_own_abbreviations() {
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        let zone = |name: &str| jiff::tz::TimeZone::get(name).unwrap();
+        let format = "%Y-%m-%d %H:%M:%S%.3f %Z %z";
+        let table = [
+            (
+                "2026-07-01T12:00:00.5Z",
+                "Europe/Berlin",
+                "2026-07-01 14:00:00.500 CEST +0200",
+            ),
+            (
+                "2026-12-01T12:00:00Z",
+                "Europe/Berlin",
+                "2026-12-01 13:00:00.000 CET +0100",
+            ),
+            // 2026-03-08 07:30 UTC is 03:30 EDT, just after New York's spring-forward.
+            (
+                "2026-03-08T07:30:00Z",
+                "America/New_York",
+                "2026-03-08 03:30:00.000 EDT -0400",
+            ),
+            (
+                "2026-03-08T06:30:00Z",
+                "America/New_York",
+                "2026-03-08 01:30:00.000 EST -0500",
+            ),
+            (
+                "2026-11-25T14:47:30Z",
+                "Asia/Kolkata",
+                "2026-11-25 20:17:30.000 IST +0530",
+            ),
+            (
+                "2026-11-25T14:47:30Z",
+                "Asia/Dubai",
+                "2026-11-25 18:47:30.000 +04 +0400",
+            ),
+            ("2026-11-25T14:47:30Z", "UTC", "2026-11-25 14:47:30.000 UTC +0000"),
+        ];
+        for (time, name, expected) in table {
+            assert_eq!(
+                format_in_zone(at(time), &zone(name), format).as_deref(),
+                Some(expected),
+                "{time} in {name}"
+            );
+        }
+        // A literal "%Z" stays literal; a bad format is None.
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(
+            format_in_zone(at("2026-11-25T14:47:30Z"), &utc, "%%Z=%Z").as_deref(),
+            Some("%Z=UTC")
+        );
+        assert_eq!(format_in_zone(at("2026-11-25T14:47:30Z"), &utc, "%Q"), None);
     }
 
     #[test]

@@ -261,7 +261,7 @@ fn registry(
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
     registry.register_escape_fn(escape);
-    helpers::register(&mut registry, settings.timezone);
+    helpers::register(&mut registry, settings.timezone.clone());
     for (name, template) in templates {
         registry.register_template(name, template.clone());
     }
