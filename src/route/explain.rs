@@ -18,7 +18,7 @@ pub fn parse_labels(text: &str) -> Result<LabelSet, String> {
                 "--labels {text:?}: use name=\"value\" pairs, not {matcher}"
             ));
         }
-        labels.insert(matcher.name().to_string(), matcher.value().to_string());
+        labels.insert(matcher.name().into(), matcher.value().into());
     }
     Ok(labels)
 }

@@ -18,11 +18,12 @@
 //! Error columns are 1-based and counted in characters (not bytes). An error at
 //! the end of the input points one past the last character.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use regex::Regex;
+
+use crate::ingest::payload::LabelSet;
 
 /// A matcher's operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -151,8 +152,8 @@ impl Matcher {
 
     /// Whether the label set satisfies this matcher. An absent label is
     /// treated as the empty string, as Alertmanager does.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let actual = labels.get(&self.name).map(String::as_str).unwrap_or("");
+    pub fn matches(&self, labels: &LabelSet) -> bool {
+        let actual = labels.get(self.name.as_str()).map(|v| v.as_str()).unwrap_or("");
         self.matches_value(actual)
     }
 
@@ -528,11 +529,8 @@ impl<'a> Parser<'a> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
     }
 
     fn m(name: &str, op: MatchOp, value: &str) -> Matcher {

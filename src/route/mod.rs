@@ -9,7 +9,7 @@ pub mod recipients;
 use std::collections::BTreeMap;
 
 use crate::config::{Mentions, Recipients, RouteConfig};
-use crate::ingest::payload::{Alert, AlertStatus};
+use crate::ingest::payload::{Alert, AlertStatus, LabelSet};
 use recipients::RecipientResolver;
 
 /// Alerts of one notification that go out as one message. The route is borrowed from
@@ -64,14 +64,14 @@ impl Router {
 
     /// The routes an alert with these labels goes to: the first match, and after it every
     /// further match while the matched routes say `continue`.
-    pub fn matching_routes(&self, labels: &BTreeMap<String, String>) -> Vec<&RouteConfig> {
+    pub fn matching_routes(&self, labels: &LabelSet) -> Vec<&RouteConfig> {
         self.matching(labels).map(|(_, route)| route).collect()
     }
 
     /// [`Router::matching_routes`] with each route's index, without allocating.
     fn matching<'s, 'l>(
         &'s self,
-        labels: &'l BTreeMap<String, String>,
+        labels: &'l LabelSet,
     ) -> impl Iterator<Item = (usize, &'s RouteConfig)> + use<'s, 'l> {
         self.routes
             .iter()
@@ -135,7 +135,11 @@ impl Router {
                 .map(|label| {
                     (
                         label.clone(),
-                        alert.labels.get(label).cloned().unwrap_or_default(),
+                        alert
+                            .labels
+                            .get(label.as_str())
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
                     )
                 })
                 .collect();

@@ -203,7 +203,7 @@ fn matching_routes_answers_which_routes_a_label_set_reaches() {
   - {name: rest, app: ops, msgtype: text, to: {users: [b]}}
 "#,
     );
-    let labels: BTreeMap<String, String> = [("team".to_string(), "db".to_string())].into();
+    let labels: crate::ingest::payload::LabelSet = [("team".into(), "db".into())].into();
     let names: Vec<&str> = router
         .matching_routes(&labels)
         .iter()
