@@ -83,6 +83,44 @@ async fn a_body_over_the_configured_limit_is_answered_413() {
 }
 
 #[tokio::test]
+async fn a_chunked_body_over_the_limit_is_answered_413_and_one_within_is_accepted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn(TestConfig {
+        top_extra: "server:\n  max_body_bytes: 2000\n".into(),
+        ..TestConfig::default()
+    })
+    .await;
+    // No Content-Length: the limit can only be enforced while reading.
+    let post_chunked = |body: String| {
+        let address = app.address.trim_start_matches("http://").to_string();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            let head = "POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            for piece in body.as_bytes().chunks(500) {
+                let chunk = format!("{:x}\r\n{}\r\n", piece.len(), String::from_utf8_lossy(piece));
+                // A refused body may close the connection before it is all written.
+                if stream.write_all(chunk.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+            let _ = stream.write_all(b"0\r\n\r\n").await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let answer = post_chunked(CRASHLOOP.to_string()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let big = payload_with_alerts(20, r#""alertname":"Big","team":"pay""#, "x");
+    let answer = post_chunked(big).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("max_body_bytes"), "{answer}");
+    assert_eq!(app.wecom.send_calls(), 1);
+}
+
+#[tokio::test]
 async fn health_and_readiness_answer_200() {
     let app = spawn_app().await;
     for path in ["/-/healthy", "/-/ready"] {
