@@ -1,5 +1,6 @@
 //! Alertmanager's webhook payload (version 4), parsed into typed values at the edge.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -82,8 +83,17 @@ impl Alert {
 
 /// Go's zero `time.Time` means "not set".
 fn optional_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    let value: Option<DateTime<Utc>> = Option::deserialize(deserializer)?;
-    Ok(value.filter(|t| t.year() > 1))
+    let Some(text) = Option::<Cow<'de, str>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    // Alertmanager sends RFC 3339 (Go's RFC3339Nano): chrono's dedicated parser takes a
+    // tenth of the time of its general one, which serde would use. Anything else is
+    // still read the general way, so nothing that parsed before is refused now.
+    let time = match DateTime::parse_from_rfc3339(&text) {
+        Ok(time) => time.with_timezone(&Utc),
+        Err(_) => text.parse::<DateTime<Utc>>().map_err(serde::de::Error::custom)?,
+    };
+    Ok(Some(time).filter(|t| t.year() > 1))
 }
 
 /// What is wrong with a request body, with the JSON path and position.
@@ -166,6 +176,26 @@ mod tests {
     }
 
     #[test]
+    fn times_parse_with_any_offset_and_precision() {
+        let body =
+            |time: &str| format!(r#"{{"alerts":[{{"status":"firing","labels":{{}},"startsAt":"{time}"}}]}}"#);
+        let expected: DateTime<Utc> = "2026-11-25T17:46:42.129103993Z".parse().unwrap();
+        for time in [
+            "2026-11-25T17:46:42.129103993Z",
+            "2026-11-26T01:46:42.129103993+08:00",
+            "2026-11-25 17:46:42.129103993Z", // not RFC 3339, but chrono always took it
+        ] {
+            let payload = WebhookPayload::parse(body(time).as_bytes()).unwrap();
+            assert_eq!(payload.alerts[0].starts_at, Some(expected), "{time}");
+        }
+        let payload = WebhookPayload::parse(body("2026-11-25T17:46:42Z").as_bytes()).unwrap();
+        assert_eq!(
+            payload.alerts[0].starts_at.map(|t| t.timestamp()),
+            Some(expected.timestamp())
+        );
+    }
+
+    #[test]
     fn unknown_fields_from_newer_alertmanagers_are_accepted() {
         let body = r#"{"alerts":[{"status":"firing","labels":{"a":"b"}}],"routeLabels":{},"notification_reason":"x"}"#;
         assert!(WebhookPayload::parse(body.as_bytes()).is_ok());
@@ -191,6 +221,14 @@ mod tests {
             (
                 r#"{"alerts":[{"status":"firing","labels":{}}]} trailing"#,
                 "end of the body",
+            ),
+            (
+                r#"{"alerts":[{"status":"firing","labels":{},"startsAt":"yesterday"}]}"#,
+                "alerts[0].startsAt",
+            ),
+            (
+                r#"{"alerts":[{"status":"firing","labels":{},"endsAt":7}]}"#,
+                "alerts[0].endsAt",
             ),
         ];
         for (body, expected) in cases {
