@@ -4,4 +4,5 @@
 
 pub mod auth;
 pub mod handler;
+pub mod labels;
 pub mod payload;

@@ -1,6 +1,5 @@
 //! The data a template sees for one message.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde_json::{json, Map, Value};
@@ -117,7 +116,7 @@ fn alert_data(alert: &Alert) -> Value {
 /// The pairs every set has in common.
 fn common<'a>(mut sets: impl Iterator<Item = &'a LabelSet>) -> LabelSet {
     let Some(first) = sets.next() else {
-        return BTreeMap::new();
+        return LabelSet::new();
     };
     let mut common = first.clone();
     for set in sets {

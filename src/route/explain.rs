@@ -18,7 +18,7 @@ pub fn parse_labels(text: &str) -> Result<LabelSet, String> {
                 "--labels {text:?}: use name=\"value\" pairs, not {matcher}"
             ));
         }
-        labels.insert(matcher.name().into(), matcher.value().into());
+        labels.insert(matcher.name(), matcher.value());
     }
     Ok(labels)
 }

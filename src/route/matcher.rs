@@ -153,7 +153,7 @@ impl Matcher {
     /// Whether the label set satisfies this matcher. An absent label is
     /// treated as the empty string, as Alertmanager does.
     pub fn matches(&self, labels: &LabelSet) -> bool {
-        let actual = labels.get(self.name.as_str()).map(|v| v.as_str()).unwrap_or("");
+        let actual = labels.get(&self.name).unwrap_or("");
         self.matches_value(actual)
     }
 
@@ -530,7 +530,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs.iter().copied().collect()
     }
 
     fn m(name: &str, op: MatchOp, value: &str) -> Matcher {

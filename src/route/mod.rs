@@ -135,11 +135,7 @@ impl Router {
                 .map(|label| {
                     (
                         label.clone(),
-                        alert
-                            .labels
-                            .get(label.as_str())
-                            .map(|v| v.to_string())
-                            .unwrap_or_default(),
+                        alert.labels.get(label).map(str::to_string).unwrap_or_default(),
                     )
                 })
                 .collect();

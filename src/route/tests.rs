@@ -62,7 +62,7 @@ fn each_alert_goes_to_the_first_route_whose_matchers_all_match() {
         vec![("db".into(), 2, s(&["a"])), ("pay".into(), 1, s(&["b"]))]
     );
     assert_eq!(plan.unrouted.len(), 1);
-    assert_eq!(plan.unrouted[0].labels["severity"], "info");
+    assert_eq!(plan.unrouted[0].labels.get("severity"), Some("info"));
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn empty_recipients_fall_back_or_are_reported_unresolved() {
     let plan = without.plan(&alerts);
     assert_eq!(plan.notifications.len(), 1);
     assert_eq!(plan.unresolved.len(), 1);
-    assert_eq!(plan.unresolved[0].alerts[0].labels["team"], "x");
+    assert_eq!(plan.unresolved[0].alerts[0].labels.get("team"), Some("x"));
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn matching_routes_answers_which_routes_a_label_set_reaches() {
   - {name: rest, app: ops, msgtype: text, to: {users: [b]}}
 "#,
     );
-    let labels: crate::ingest::payload::LabelSet = [("team".into(), "db".into())].into();
+    let labels: crate::ingest::payload::LabelSet = [("team", "db")].into_iter().collect();
     let names: Vec<&str> = router
         .matching_routes(&labels)
         .iter()
