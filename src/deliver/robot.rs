@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use log::info;
 use serde_json::Value;
 
-use super::api::WeComApi;
+use super::api::{MethodUrl, WeComApi};
 use super::retry::Retry;
 use super::sender::{SendFailure, Sent};
 use crate::config::RobotConfig;
@@ -13,12 +13,14 @@ use crate::config::RobotConfig;
 pub struct RobotSender {
     robot: RobotConfig,
     api: WeComApi,
+    send_url: MethodUrl,
     call_timeout: Duration,
 }
 
 impl RobotSender {
     pub fn new(robot: RobotConfig, api: WeComApi, call_timeout: Duration) -> RobotSender {
         RobotSender {
+            send_url: MethodUrl::new(&robot.api_url, "webhook/send"),
             robot,
             api,
             call_timeout,
@@ -43,7 +45,7 @@ impl RobotSender {
         loop {
             let attempt = retry.attempt();
             let timeout = retry.call_timeout(self.call_timeout);
-            let failure = match self.api.send_robot(&self.robot.api_url, key, body, timeout).await {
+            let failure = match self.api.send_robot(&self.send_url, key, body, timeout).await {
                 Ok(()) => return Ok(Sent::Accepted(Default::default())),
                 Err(error) => match SendFailure::from_wecom(error) {
                     permanent @ SendFailure::Permanent { .. } => return Err(permanent),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use log::info;
 use serde_json::Value;
 
-use super::api::{SendReceipt, WeComApi};
+use super::api::{MethodUrl, SendReceipt, WeComApi};
 use super::error::{ErrorClass, WeComError};
 use super::retry::Retry;
 use super::token::{AccessTokenCache, TokenError};
@@ -72,6 +72,7 @@ pub enum Sent {
 pub struct AppSender {
     app: AppConfig,
     api: WeComApi,
+    send_url: MethodUrl,
     tokens: Option<Arc<AccessTokenCache>>,
     call_timeout: Duration,
 }
@@ -85,6 +86,7 @@ impl AppSender {
         call_timeout: Duration,
     ) -> Self {
         AppSender {
+            send_url: MethodUrl::new(&app.api_url, "message/send"),
             app,
             api,
             tokens,
@@ -117,11 +119,7 @@ impl AppSender {
                 Err(error) => SendFailure::from_token(error),
                 Ok(token) => {
                     let timeout = retry.call_timeout(self.call_timeout);
-                    match self
-                        .api
-                        .send_message(&self.app.api_url, &token, body, timeout)
-                        .await
-                    {
+                    match self.api.send_message(&self.send_url, &token, body, timeout).await {
                         Ok(receipt) => return Ok(Sent::Accepted(receipt)),
                         Err(error) if error.class() == ErrorClass::TokenRejected && !token_replaced => {
                             info!(

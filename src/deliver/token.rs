@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use log::{error, info};
 use tokio::sync::Mutex;
 
-use super::api::WeComApi;
+use super::api::{MethodUrl, WeComApi};
 use super::error::{errcode_meaning, ErrorClass, WeComError};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -75,7 +75,7 @@ pub struct AccessTokenCache {
     app: String,
     corp_id: String,
     secret: Secret,
-    base_url: String,
+    token_url: MethodUrl,
     api: WeComApi,
     metrics: Metrics,
     state: Mutex<State>,
@@ -94,7 +94,7 @@ impl AccessTokenCache {
             app: app.to_string(),
             corp_id: corp_id.to_string(),
             secret,
-            base_url: base_url.to_string(),
+            token_url: MethodUrl::new(base_url, "gettoken"),
             api,
             metrics,
             state: Mutex::new(State::default()),
@@ -129,7 +129,7 @@ impl AccessTokenCache {
         };
         match self
             .api
-            .get_token(&self.base_url, &self.corp_id, &self.secret, timeout)
+            .get_token(&self.token_url, &self.corp_id, &self.secret, timeout)
             .await
         {
             Ok(grant) => {
