@@ -18,6 +18,32 @@ pub struct PhaseResult {
 }
 
 impl PhaseResult {
+    fn new() -> PhaseResult {
+        PhaseResult {
+            ok: 0,
+            errors: BTreeMap::new(),
+            latencies_us: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// One answered (or failed) request: its status from [`post`] and its latency.
+    fn record(&mut self, status: String, latency_us: u64) {
+        self.latencies_us.push(latency_us);
+        if status == "200" {
+            self.ok += 1;
+        } else {
+            *self.errors.entry(status).or_default() += 1;
+        }
+    }
+
+    /// Ends the phase: its duration, latencies sorted for the quantiles.
+    fn finish(mut self, started: Instant) -> PhaseResult {
+        self.elapsed = started.elapsed();
+        self.latencies_us.sort_unstable();
+        self
+    }
+
     pub fn requests(&self) -> u64 {
         self.latencies_us.len() as u64
     }
@@ -42,6 +68,26 @@ impl PhaseResult {
     }
 }
 
+/// Posts one webhook and reads the whole answer; the status code, or "transport".
+async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> String {
+    let reply = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    match reply {
+        Ok(reply) => {
+            let status = reply.status();
+            match reply.bytes().await {
+                Ok(_) => status.as_u16().to_string(),
+                Err(_) => "transport".to_string(),
+            }
+        }
+        Err(_) => "transport".to_string(),
+    }
+}
+
 /// `concurrency` clients, each sending the next body as soon as its last answer arrived,
 /// until `duration` has passed or `max_requests` were started.
 pub async fn drive(
@@ -59,59 +105,29 @@ pub async fn drive(
     for _ in 0..concurrency {
         let (client, url, bodies, next) = (client.clone(), url.to_string(), bodies.to_vec(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut ok = 0;
+            let mut result = PhaseResult::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= max_requests || Instant::now() >= deadline {
                     break;
                 }
-                let body = bodies[i as usize % bodies.len()].clone();
                 let sent = Instant::now();
-                let reply = client
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let status = match reply {
-                    Ok(reply) => {
-                        let status = reply.status();
-                        match reply.bytes().await {
-                            Ok(_) => status.as_u16().to_string(),
-                            Err(_) => "transport".to_string(),
-                        }
-                    }
-                    Err(_) => "transport".to_string(),
-                };
-                latencies.push(sent.elapsed().as_micros() as u64);
-                if status == "200" {
-                    ok += 1;
-                } else {
-                    *errors.entry(status).or_default() += 1;
-                }
+                let status = post(&client, &url, bodies[i as usize % bodies.len()].clone()).await;
+                result.record(status, sent.elapsed().as_micros() as u64);
             }
-            (ok, errors, latencies)
+            result
         }));
     }
-    let mut result = PhaseResult {
-        ok: 0,
-        errors: BTreeMap::new(),
-        latencies_us: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut result = PhaseResult::new();
     for task in tasks {
-        let (ok, errors, latencies) = task.await.expect("a load task panicked");
-        result.ok += ok;
-        for (status, n) in errors {
+        let part = task.await.expect("a load task panicked");
+        result.ok += part.ok;
+        for (status, n) in part.errors {
             *result.errors.entry(status).or_default() += n;
         }
-        result.latencies_us.extend(latencies);
+        result.latencies_us.extend(part.latencies_us);
     }
-    result.elapsed = started.elapsed();
-    result.latencies_us.sort_unstable();
-    result
+    result.finish(started)
 }
 
 /// Open loop: requests start at a fixed `rate` (per second) whatever the answers, for
@@ -145,45 +161,18 @@ pub async fn drive_rate(
             bodies[i as usize % bodies.len()].clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let reply = client
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            let status = match reply {
-                Ok(reply) => {
-                    let status = reply.status();
-                    match reply.bytes().await {
-                        Ok(_) => status.as_u16().to_string(),
-                        Err(_) => "transport".to_string(),
-                    }
-                }
-                Err(_) => "transport".to_string(),
-            };
+            let status = post(&client, &url, body).await;
             drop(permit);
             (status, scheduled.elapsed().as_micros() as u64)
         }));
     }
-    let mut result = PhaseResult {
-        ok: 0,
-        errors: BTreeMap::new(),
-        latencies_us: Vec::with_capacity(tasks.len()),
-        elapsed: Duration::ZERO,
-    };
+    let mut result = PhaseResult::new();
     if skipped > 0 {
         result.errors.insert("skipped".into(), skipped);
     }
     for task in tasks {
         let (status, latency) = task.await.expect("a load task panicked");
-        result.latencies_us.push(latency);
-        if status == "200" {
-            result.ok += 1;
-        } else {
-            *result.errors.entry(status).or_default() += 1;
-        }
+        result.record(status, latency);
     }
-    result.elapsed = started.elapsed();
-    result.latencies_us.sort_unstable();
-    result
+    result.finish(started)
 }

@@ -162,6 +162,13 @@ impl Notifier {
         }
     }
 
+    /// What identifies a notification's alerts in the record of accepted messages; `None`
+    /// when de-duplication is off (`wecom.dedup_window: 0s`), and then nothing is hashed,
+    /// looked up or recorded per message.
+    pub fn alerts_identity(&self, alerts: &[&crate::ingest::payload::Alert]) -> Option<String> {
+        (!self.settings.dedup_window.is_zero()).then(|| alerts_identity(alerts))
+    }
+
     /// Names of the apps and robots that only log their messages.
     pub fn dry_run_targets(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
@@ -175,13 +182,13 @@ impl Notifier {
     }
 
     /// Sends one notification's message, batch by batch, skipping requests WeCom already
-    /// accepted for this group. `alerts` is the [`alerts_identity`] of the notification's
-    /// alerts (computed by the caller, which can then let go of the alerts themselves; empty
-    /// when de-duplication is off).
+    /// accepted for this group. `alerts` is [`Notifier::alerts_identity`] of the
+    /// notification's alerts (computed by the caller, which can then let go of the alerts
+    /// themselves).
     pub async fn deliver(
         &self,
         notification: &Notification<'_, '_>,
-        alerts: &str,
+        alerts: Option<&str>,
         group_key: &str,
         message: &RenderedMessage,
     ) -> RouteReport {
@@ -208,8 +215,9 @@ impl Notifier {
             identity,
         } in &requests
         {
-            let key = delivery_key(group_key, &route.name, &format!("{alerts}|{identity}"));
-            if self.state.ledger.contains(&key) {
+            let key =
+                alerts.map(|alerts| delivery_key(group_key, &route.name, &format!("{alerts}|{identity}")));
+            if key.as_ref().is_some_and(|key| self.state.ledger.contains(key)) {
                 info!(
                     "route {}: message already accepted for this group; not sending it again",
                     route.name
@@ -240,7 +248,9 @@ impl Notifier {
             };
             match sent {
                 Ok(Sent::Accepted(receipt)) => {
-                    self.state.ledger.record(key);
+                    if let Some(key) = key {
+                        self.state.ledger.record(key);
+                    }
                     self.note_invalid_recipients(route, &receipt);
                     report.outcome = Outcome::Sent;
                 }
@@ -403,7 +413,7 @@ fn robot_request(part: &MessageContent, mentions: &Mentions) -> Value {
 
 /// The alerts a notification carries, by what makes them different notifications:
 /// labels, status and times (Alertmanager's fingerprint is derived from the labels).
-pub fn alerts_identity(alerts: &[&crate::ingest::payload::Alert]) -> String {
+fn alerts_identity(alerts: &[&crate::ingest::payload::Alert]) -> String {
     let mut parts: Vec<String> = alerts
         .iter()
         .map(|alert| {

@@ -1,8 +1,8 @@
 //! `POST /alerts`.
 
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{ContentLength, RETRY_AFTER};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use log::{debug, warn};
@@ -13,8 +13,8 @@ use tokio::sync::SemaphorePermit;
 use super::auth::refusal;
 use super::payload::{AlertStatus, WebhookPayload};
 use crate::config::RouteConfig;
-use crate::deliver::{alerts_identity, Outcome, RouteReport};
-use crate::route::Notification;
+use crate::deliver::{Outcome, RouteReport};
+use crate::route::{Notification, RoutingPlan};
 use crate::runtime::{Admission, Runtime};
 use crate::service::Service;
 
@@ -74,7 +74,9 @@ async fn read_and_handle(
     }
     let limit = service.config.server.max_body_bytes;
     let timeout = service.config.server.request_timeout;
-    let length = content_length(request);
+    let length = request
+        .get_header::<ContentLength>()
+        .map(|ContentLength(length)| length);
     if length.is_some_and(|length| length > limit) {
         return body_too_large(limit);
     }
@@ -93,17 +95,6 @@ async fn read_and_handle(
         ),
         Err(BodyError::TooLarge) => body_too_large(limit),
     }
-}
-
-fn content_length(request: &HttpRequest) -> Option<usize> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 enum BodyError {
@@ -163,10 +154,14 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
             .inc();
     }
 
-    let plan = service.router.plan(&payload.alerts);
-    if !plan.unrouted.is_empty() {
-        service.metrics.alerts_unrouted.inc_by(plan.unrouted.len() as u64);
-        let names: Vec<&str> = plan.unrouted.iter().map(|a| a.name()).collect();
+    let RoutingPlan {
+        notifications,
+        unresolved,
+        unrouted,
+    } = service.router.plan(&payload.alerts);
+    if !unrouted.is_empty() {
+        service.metrics.alerts_unrouted.inc_by(unrouted.len() as u64);
+        let names: Vec<&str> = unrouted.iter().map(|a| a.name()).collect();
         warn!(
             "{} alert(s) of group {} matched no route and were not delivered (add a catch-all route): {}",
             names.len(),
@@ -179,10 +174,8 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
     // Render everything, then let go of the payload (a 1,000-alert group is megabytes of
     // label maps) before waiting on WeCom: a delivery needs the route, the recipients, the
     // rendered message and the alerts' identity, not the alerts.
-    let dedup = !service.config.wecom.dedup_window.is_zero();
-    let prepared: Vec<_> = plan
-        .notifications
-        .iter()
+    let prepared: Vec<_> = notifications
+        .into_iter()
         .map(|notification| {
             let rendered = service.renderer.render(
                 notification.route,
@@ -190,24 +183,22 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
                 &notification.alerts,
                 &notification.mentions.users,
             );
-            let identity = if dedup {
-                alerts_identity(&notification.alerts)
-            } else {
-                String::new()
-            };
+            let identity = service.notifier.alerts_identity(&notification.alerts);
+            let alerts = notification.alerts.len();
+            // The same notification without its alerts, so it no longer borrows the payload.
             let addressed = Notification {
                 route: notification.route,
                 alerts: Vec::new(),
-                recipients: notification.recipients.clone(),
-                mentions: notification.mentions.clone(),
-                group: notification.group.clone(),
+                recipients: notification.recipients,
+                mentions: notification.mentions,
+                group: notification.group,
             };
-            (addressed, notification.alerts.len(), identity, rendered)
+            (addressed, alerts, identity, rendered)
         })
         .collect();
     // Recipients that resolved to nobody: fail loudly rather than drop the alerts.
     let mut failed = Vec::new();
-    for unresolved in &plan.unresolved {
+    for unresolved in &unresolved {
         let route = unresolved.route;
         service
             .metrics
@@ -239,9 +230,9 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
         0
     };
     let total_alerts = payload.alerts.len();
-    let unrouted = plan.unrouted.len();
+    let unrouted = unrouted.len();
     let group_key = payload.group_key.clone();
-    drop(plan);
+    drop(unresolved);
     drop(payload);
     drop(permit);
     let group_key = &group_key;
@@ -253,7 +244,7 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
                 Ok(message) => {
                     service
                         .notifier
-                        .deliver(notification, identity, group_key, message)
+                        .deliver(notification, identity.as_deref(), group_key, message)
                         .await
                 }
                 Err(error) => failed_before_sending(service, route, *alerts, error.to_string()),
@@ -317,17 +308,42 @@ fn failed_before_sending(
 }
 
 fn is_json(request: &HttpRequest) -> bool {
-    request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
+    use actix_web::mime::{APPLICATION, JSON};
+    matches!(
+        request.mime_type(),
+        Ok(Some(mime)) if mime.type_() == APPLICATION && (mime.subtype() == JSON || mime.suffix() == Some(JSON))
+    )
 }
 
 pub fn error_response(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "status": "error", "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn json_content_types_are_recognised_with_parameters_any_case_and_suffixes() {
+        let declared = |content_type: &str| {
+            is_json(
+                &TestRequest::default()
+                    .insert_header(("Content-Type", content_type))
+                    .to_http_request(),
+            )
+        };
+        for accepted in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.alertmanager+json",
+        ] {
+            assert!(declared(accepted), "{accepted}");
+        }
+        for refused in ["text/plain", "application/jsonx", "text/json", "json", ""] {
+            assert!(!declared(refused), "{refused}");
+        }
+        assert!(!is_json(&TestRequest::default().to_http_request()));
+    }
 }

@@ -187,6 +187,15 @@ pub fn metric(scrape: &str, sample: &str) -> f64 {
         .unwrap()
 }
 
+/// The crashloop fixture with one more firing alert in front, labelled with `labels` (the
+/// members of a JSON object: `"alertname":"DiskFull","team":"db"`).
+pub fn crashloop_with(labels: &str) -> String {
+    CRASHLOOP.replace(
+        r#""alerts":[{"#,
+        &format!(r#""alerts":[{{"status":"firing","labels":{{{labels}}},"annotations":{{}}}},{{"#),
+    )
+}
+
 /// A payload with `n` firing alerts of one group, each with the given labels plus `instance`.
 pub fn payload_with_alerts(n: usize, labels: &str, summary: &str) -> String {
     let alerts: Vec<String> = (0..n)

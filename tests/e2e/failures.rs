@@ -10,6 +10,23 @@ use crate::harness::*;
 /// group interval: long enough for a retry or a repeat to have shown up.
 const SETTLE: Duration = Duration::from_secs(3);
 
+/// Waits until the service has answered a webhook 200, checks that it answered 503 before
+/// (what made Alertmanager retry), and returns the service's metrics.
+async fn answered_503_then_200(stack: &Stack) -> Scrape {
+    stack
+        .service
+        .wait_for_counter(
+            "alertmanager_wecom_webhooks_received_total",
+            &[("code", "200")],
+            1.0,
+        )
+        .await;
+    let ours = stack.service.metrics().await;
+    let answered_503 = ours.sum("alertmanager_wecom_webhooks_received_total", &[("code", "503")]);
+    assert!(answered_503 >= 1.0, "the failed attempt is answered 503");
+    ours
+}
+
 #[tokio::test]
 #[ignore = "needs prometheus-alertmanager: apt-get install -y prometheus-alertmanager; run with cargo test --test e2e -- --ignored"]
 async fn a_transient_wecom_failure_is_answered_503_retried_by_alertmanager_and_delivered_exactly_once() {
@@ -35,17 +52,9 @@ async fn a_transient_wecom_failure_is_answered_503_retried_by_alertmanager_and_d
         "4 failed sends, then the one that got through"
     );
 
-    stack
-        .service
-        .wait_for_counter(
-            "alertmanager_wecom_webhooks_received_total",
-            &[("code", "200")],
-            1.0,
-        )
-        .await;
-    let ours = stack.service.metrics().await;
-    let answered_503 = ours.sum("alertmanager_wecom_webhooks_received_total", &[("code", "503")]);
-    assert!(answered_503 >= 1.0, "the first webhook is answered 503");
+    let answered_503 = answered_503_then_200(&stack)
+        .await
+        .sum("alertmanager_wecom_webhooks_received_total", &[("code", "503")]);
 
     // Alertmanager's view: one notification, retried until it succeeded, never failed.
     eventually(
@@ -128,16 +137,7 @@ async fn a_group_retried_after_one_route_failed_does_not_page_the_other_routes_r
     })
     .await;
     // Alertmanager's retry carried alice's share again; it was recognised as already sent.
-    stack
-        .service
-        .wait_for_counter(
-            "alertmanager_wecom_webhooks_received_total",
-            &[("code", "200")],
-            1.0,
-        )
-        .await;
-    let ours = stack.service.metrics().await;
-    assert!(ours.sum("alertmanager_wecom_webhooks_received_total", &[("code", "503")]) >= 1.0);
+    let ours = answered_503_then_200(&stack).await;
     let critical = |outcome| {
         ours.sum(
             "alertmanager_wecom_notifications_total",
