@@ -21,10 +21,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use alertmanager_wecom::config::Config;
-use alertmanager_wecom::ingest::payload::{Alert, WebhookPayload};
+use alertmanager_wecom::deliver::app::LIMITS;
+use alertmanager_wecom::model::{Alert, WebhookPayload};
 use alertmanager_wecom::render::fit::{cut_to_fit, fit_alerts};
 use alertmanager_wecom::render::Renderer;
 use alertmanager_wecom::route::Router;
+use alertmanager_wecom::service::Service;
 
 #[allow(dead_code)]
 #[path = "../examples/loadtest/payloads.rs"]
@@ -129,14 +131,18 @@ fn render(c: &mut Criterion) {
         for size in SIZES {
             let payload = WebhookPayload::parse(body(kind, size).as_bytes()).unwrap();
             let alerts: Vec<&Alert> = payload.alerts.iter().collect();
-            let message = renderer.render(route, &payload, &alerts, &[]).unwrap();
+            let message = renderer.render(route, &payload, &alerts, &[], &LIMITS).unwrap();
             eprintln!(
                 "render/{name}/{size}: {size} alerts, {} shown, cut {}",
                 message.shown_alerts, message.cut
             );
             group.throughput(Throughput::Elements(size as u64));
             group.bench_with_input(BenchmarkId::new(name, size), &alerts, |b, alerts| {
-                b.iter(|| renderer.render(route, &payload, black_box(alerts), &[]).unwrap())
+                b.iter(|| {
+                    renderer
+                        .render(route, &payload, black_box(alerts), &[], &LIMITS)
+                        .unwrap()
+                })
             });
         }
     }
@@ -174,24 +180,16 @@ fn fit(c: &mut Criterion) {
 
 fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
-    let config = config(ROUTES);
-    let router = Router::new(&config.routes).unwrap();
-    let renderer = Renderer::new(&config.templates).unwrap();
+    // The service's own pipeline up to the WeCom call: parse, route, render and fit,
+    // and the alerts' digest for the record of accepted messages (on by default).
+    let service = Service::standalone(config(ROUTES), true).unwrap();
     for size in SIZES {
         let body = body(0, size);
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), body.as_bytes(), |b, body| {
             b.iter(|| {
                 let payload = WebhookPayload::parse(black_box(body)).unwrap();
-                let plan = router.plan(&payload.alerts);
-                let mut bytes = 0;
-                for n in &plan.notifications {
-                    let message = renderer
-                        .render(n.route, &payload, &n.alerts, &n.mentions.users)
-                        .unwrap();
-                    bytes += message.shown_alerts;
-                }
-                bytes
+                service.prepare(&payload).messages()
             })
         });
     }

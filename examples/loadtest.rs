@@ -33,7 +33,8 @@ use actix_web::web::Bytes;
 use clap::Parser;
 
 use alertmanager_wecom::config::Config;
-use alertmanager_wecom::ingest::payload::WebhookPayload;
+use alertmanager_wecom::deliver::app::LIMITS;
+use alertmanager_wecom::model::WebhookPayload;
 use alertmanager_wecom::render::Renderer;
 use alertmanager_wecom::route::Router;
 use driver::{drive, drive_rate, PhaseResult};
@@ -662,7 +663,7 @@ fn kind_name(kind: usize) -> &'static str {
 /// service's configuration: parse, route, render + fit (median of 5).
 fn breakdown(config_text: &str, dir: &Path, body: &[u8]) -> Result<String, String> {
     let config = Config::from_yaml(config_text, "loadtest.yml", dir).map_err(|e| e.to_string())?;
-    let router = Router::new(&config.routes)?;
+    let router = Router::new(&config.routes).map_err(|e| e.to_string())?;
     let renderer = Renderer::new(&config.templates).map_err(|e| e.to_string())?;
     let mut samples = Vec::new();
     for _ in 0..5 {
@@ -673,7 +674,7 @@ fn breakdown(config_text: &str, dir: &Path, body: &[u8]) -> Result<String, Strin
         let t2 = Instant::now();
         for n in &plan.notifications {
             renderer
-                .render(n.route, &payload, &n.alerts, &n.mentions.users)
+                .render(n.route, &payload, &n.alerts, &n.mentions.users, &LIMITS)
                 .map_err(|e| e.to_string())?;
         }
         let t3 = Instant::now();

@@ -1,19 +1,20 @@
 //! alertmanager-wecom: receives Prometheus Alertmanager webhooks and delivers them as
-//! WeCom (企业微信) app messages.
+//! WeCom (企业微信) messages.
 //!
-//! The modules follow the path of an alert: [`ingest`] (HTTP, payload) → [`route`]
-//! (matchers, recipients) → [`render`] (handlebars, fitting to WeCom limits) → [`deliver`]
-//! (WeCom client, tokens, retries, idempotency), with [`config`] and [`metrics`] beside them.
-//! [`startup`] wires them into a running server; [`cli`] is the command line.
+//! Layers, bottom-up; each imports only the ones below it:
+//! [`model`] (what Alertmanager sends) → [`config`] (what the operator wrote) →
+//! [`metrics`] and [`state`] (delivery state shared by replicas) → [`route`] and
+//! [`render`] → [`deliver`] (WeCom targets, tokens, retries) → [`service`] (the pipeline,
+//! reloads) → [`http`] and [`cli`] (the edges). [`secret`] is used by every layer.
 
 pub mod cli;
 pub mod config;
 pub mod deliver;
-pub mod ingest;
+pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod render;
 pub mod route;
-pub mod runtime;
 pub mod secret;
 pub mod service;
-pub mod startup;
+pub mod state;

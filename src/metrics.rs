@@ -1,32 +1,17 @@
 //! The service's own Prometheus metrics, on a registry per instance (tests run several).
 //! Label values come from small fixed sets and are pre-initialised to 0, so `rate()` and
-//! absence alerts work from the first scrape.
+//! absence alerts work from the first scrape: each layer pre-initialises the series whose
+//! label values it owns (deliver its endpoints, errcodes and outcomes, the service its
+//! routes, HTTP its status codes), so no list of them is kept here by hand.
 
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-use crate::config::Config;
-use crate::deliver::error::{Endpoint, KNOWN_ERRCODES};
+use crate::model::AlertStatus;
 
 const NAMESPACE: &str = "alertmanager_wecom";
-
-/// Outcomes of delivering one route's notification.
-pub const NOTIFICATION_OUTCOMES: [&str; 5] = [
-    "sent",
-    "duplicate",
-    "dry_run",
-    "failed_transient",
-    "failed_permanent",
-];
-/// Why a token was fetched.
-pub const TOKEN_REFRESH_REASONS: [&str; 3] = ["initial", "expiring", "rejected"];
-/// Why fetching a token failed.
-pub const TOKEN_FAILURE_REASONS: [&str; 2] = ["credentials", "transient"];
-/// Recipients WeCom reported as invalid, by kind.
-pub const RECIPIENT_KINDS: [&str; 4] = ["user", "party", "tag", "unlicensed_user"];
-const EXTRA_ERRCODE_LABELS: [&str; 4] = ["other", "transport_error", "http_error", "bad_reply"];
 
 /// Typed handles to every metric the service exports.
 #[derive(Clone)]
@@ -49,7 +34,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; [`Metrics::prepare`] pre-initialises the series of a config.
+    /// Registers every metric (the series of label values a layer owns are pre-initialised by it).
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some(NAMESPACE.to_string()), None).expect("valid namespace");
         let counter = |name: &str, help: &str, labels: &[&str]| {
@@ -71,7 +56,7 @@ impl Metrics {
         );
         let notifications = counter(
             "notifications_total",
-            "Messages by route, target (app or robot) and outcome.",
+            "Messages by route, target (app, robot or chat) and outcome.",
             &["route", "target", "outcome"],
         );
         let messages_cut = counter(
@@ -101,7 +86,7 @@ impl Metrics {
         );
         let member_rate_limited = counter(
             "member_rate_limited_total",
-            "Messages held back (answered 503) because WeCom would drop or refuse them: a user already got 30 messages from the app this minute, or a robot sent 20.",
+            "Messages held back (answered 503) because WeCom would drop or refuse them: a user already got 30 messages from the app this minute, a chat 200, or a robot sent 20.",
             &["target"],
         );
         let alerts_unrouted = IntCounter::with_opts(Opts::new(
@@ -140,26 +125,14 @@ impl Metrics {
             ))
             .expect("unique metric");
 
-        for status in ["firing", "resolved"] {
-            alerts_received.with_label_values(&[status]);
-        }
-        for code in ["200", "400", "401", "408", "413", "415", "422", "503"] {
-            webhooks.with_label_values(&[code]);
+        for status in AlertStatus::ALL {
+            alerts_received.with_label_values(&[status.as_str()]);
         }
         let recipients_unresolved = counter(
             "recipients_unresolved_total",
             "Alerts not delivered because the route's recipients resolved to nobody and it has no fallback_to.",
             &["route"],
         );
-        for endpoint in Endpoint::ALL {
-            api_duration.with_label_values(&[endpoint.as_str()]);
-            for (_, errcode) in KNOWN_ERRCODES {
-                api_requests.with_label_values(&[endpoint.as_str(), errcode]);
-            }
-            for errcode in EXTRA_ERRCODE_LABELS {
-                api_requests.with_label_values(&[endpoint.as_str(), errcode]);
-            }
-        }
         let config_reload_successful = IntGauge::with_opts(Opts::new(
             "config_last_reload_successful",
             "Whether the last configuration reload attempt was successful (1) or not (0).",
@@ -193,43 +166,6 @@ impl Metrics {
             invalid_recipients,
             member_rate_limited,
             recipients_unresolved,
-        }
-    }
-
-    /// Pre-initialises the series of the routes, apps and robots of `config` (called for
-    /// every configuration loaded; series of removed routes stay, as counters should).
-    pub fn prepare(&self, config: &Config) {
-        let Metrics {
-            messages_cut,
-            recipients_unresolved,
-            notifications,
-            member_rate_limited,
-            token_refreshes,
-            token_failures,
-            invalid_recipients,
-            ..
-        } = self;
-        for route in &config.routes {
-            messages_cut.with_label_values(&[&route.name]);
-            recipients_unresolved.with_label_values(&[&route.name]);
-            for outcome in NOTIFICATION_OUTCOMES {
-                notifications.with_label_values(&[&route.name, route.target_name(), outcome]);
-            }
-            if route.is_robot() {
-                member_rate_limited.with_label_values(&[route.target_name()]);
-            }
-        }
-        for app in &config.apps {
-            member_rate_limited.with_label_values(&[&app.name]);
-            for reason in TOKEN_REFRESH_REASONS {
-                token_refreshes.with_label_values(&[&app.name, reason]);
-            }
-            for reason in TOKEN_FAILURE_REASONS {
-                token_failures.with_label_values(&[&app.name, reason]);
-            }
-            for kind in RECIPIENT_KINDS {
-                invalid_recipients.with_label_values(&[&app.name, kind]);
-            }
         }
     }
 

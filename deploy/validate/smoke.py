@@ -29,7 +29,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check_manifests import check, failures, metric_names  # noqa: E402
 
-FIXTURE = "tests/fixtures/firing-crashloop.json"
+FIXTURE = "src/render/samples/firing-crashloop.json"
 
 
 def lay_out(rendered, secret_example, workdir):

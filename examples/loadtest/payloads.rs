@@ -1,5 +1,5 @@
 //! Realistic Alertmanager webhook bodies (version 4), shaped like the captured fixtures in
-//! `tests/fixtures/`, generated for any group size. Shared by the load test and the
+//! `src/render/samples/`, generated for any group size. Shared by the load test and the
 //! criterion benchmarks (`#[path]`-included there).
 
 use serde_json::{json, Map, Value};

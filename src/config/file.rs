@@ -19,6 +19,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub server: ServerSection,
     pub apps: Vec<AppSection>,
+    #[serde(default)]
+    pub robots: Vec<RobotSection>,
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub templates: TemplatesSection,
@@ -156,9 +158,12 @@ pub struct RouteSection {
     /// The WeCom app to send through (or `robot`).
     #[serde(default)]
     pub app: Option<String>,
-    /// A group robot to send through instead of an app.
+    /// With `app`: an app group chat to post to instead of recipients.
     #[serde(default)]
-    pub robot: Option<RobotSection>,
+    pub chat: Option<String>,
+    /// A group robot of the `robots:` section to send through instead of an app.
+    #[serde(default, deserialize_with = "robot_name")]
+    pub robot: Option<String>,
     pub msgtype: String,
     #[serde(default)]
     pub template: Option<String>,
@@ -178,9 +183,8 @@ pub struct RouteSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RobotSection {
-    /// Names the robot in metrics and logs; defaults to the route name.
-    #[serde(default)]
-    pub name: Option<String>,
+    /// Routes refer to the robot by this name; it names the robot in metrics and logs.
+    pub name: String,
     #[serde(default)]
     pub key: Option<String>,
     #[serde(default)]
@@ -248,6 +252,25 @@ fn ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Err
             Id::Number(n) => n.to_string(),
         })
         .collect())
+}
+
+/// A route's `robot:` is a name. Robots used to be declared inline in the route; say
+/// where they went instead of serde's "expected a string".
+fn robot_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Reference {
+        Name(String),
+        Inline(serde::de::IgnoredAny),
+    }
+    match Option::<Reference>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Reference::Name(name)) => Ok(Some(name)),
+        Some(Reference::Inline(_)) => Err(serde::de::Error::custom(
+            "a route names its robot (`robot: NAME`); declare the robot, with its key, \
+             in the top-level `robots:` section",
+        )),
+    }
 }
 
 fn default_listen() -> String {

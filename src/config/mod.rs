@@ -1,8 +1,9 @@
 //! Configuration: the YAML file (`file`), validated into typed values that the rest of the
-//! service relies on without re-checking.
+//! service relies on without re-checking. Imports only the data model (for matchers).
 
 mod file;
 mod route;
+mod target;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -11,10 +12,11 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 
-use crate::route::matcher::Matcher;
+use crate::model::matcher::Matcher;
 use crate::secret::Secret;
 
 pub use file::{DEFAULT_API_URL, DEFAULT_LISTEN};
+pub use target::{check_chat_id, MsgType, RobotConfig, Target, TargetKind};
 
 /// The example configuration shipped inside the binary; used when no `--config` is given.
 pub const BUNDLED_EXAMPLE: &str = include_str!("../../examples/config.yml");
@@ -29,6 +31,8 @@ pub struct Config {
     pub wecom: WeComSettings,
     pub server: ServerSettings,
     pub apps: Vec<AppConfig>,
+    /// Group robots (群机器人), referenced by routes by name.
+    pub robots: Vec<RobotConfig>,
     pub routes: Vec<RouteConfig>,
     pub templates: TemplateSettings,
 }
@@ -82,69 +86,6 @@ pub struct AppConfig {
     pub api_url: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MsgType {
-    Text,
-    Markdown,
-    Textcard,
-    /// Group robots only: markdown with tables and code blocks, no colours or mentions.
-    MarkdownV2,
-    /// Apps: a `text_notice` card, rendered from a template that produces its JSON.
-    TemplateCard,
-}
-
-impl MsgType {
-    pub const ALL: [MsgType; 5] = [
-        MsgType::Text,
-        MsgType::Markdown,
-        MsgType::Textcard,
-        MsgType::MarkdownV2,
-        MsgType::TemplateCard,
-    ];
-    /// What an app can send.
-    pub const APP: [MsgType; 4] = [
-        MsgType::Text,
-        MsgType::Markdown,
-        MsgType::Textcard,
-        MsgType::TemplateCard,
-    ];
-    /// What a group robot can send.
-    pub const ROBOT: [MsgType; 3] = [MsgType::Text, MsgType::Markdown, MsgType::MarkdownV2];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MsgType::Text => "text",
-            MsgType::Markdown => "markdown",
-            MsgType::Textcard => "textcard",
-            MsgType::MarkdownV2 => "markdown_v2",
-            MsgType::TemplateCard => "template_card",
-        }
-    }
-
-    fn parse(value: &str) -> Option<MsgType> {
-        MsgType::ALL.into_iter().find(|t| t.as_str() == value)
-    }
-}
-
-/// Where a route's messages go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A WeCom app, by name.
-    App(String),
-    /// A group robot (群机器人).
-    Robot(RobotConfig),
-}
-
-/// A group robot: its webhook key is the credential.
-#[derive(Debug, Clone)]
-pub struct RobotConfig {
-    pub name: String,
-    /// `None` when no key is configured: the robot runs in dry-run mode.
-    pub key: Option<Secret>,
-    /// Base URL of the WeCom API, ending in `/`.
-    pub api_url: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
@@ -161,6 +102,7 @@ pub struct RouteConfig {
     /// what does not fit is summarised in the last one.
     pub max_messages: usize,
     /// App routes: recipients; entries may be templates over the alert (`{{labels.owner}}`).
+    /// Empty for routes to a robot or a chat, which post to everyone in the chat.
     pub to: Recipients,
     pub fallback_to: Option<Recipients>,
     /// Robot routes: userids (templates allowed) and mobile numbers to @-mention.
@@ -168,16 +110,9 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    /// The app or robot name (a metric label).
+    /// The app, robot or chat this route sends to (a metric label).
     pub fn target_name(&self) -> &str {
-        match &self.target {
-            Target::App(name) => name,
-            Target::Robot(robot) => &robot.name,
-        }
-    }
-
-    pub fn is_robot(&self) -> bool {
-        matches!(self.target, Target::Robot(_))
+        self.target.name()
     }
 }
 
@@ -354,16 +289,19 @@ impl Config {
             });
         }
 
+        let robots = target::validate_robots(raw.robots, &app_names, &wecom.api_url, base_dir)
+            .map_err(|(key, message)| invalid(&key, message))?;
+
         if raw.routes.is_empty() {
             return Err(invalid("routes", "at least one route is needed".into()));
         }
         if raw.templates.max_messages == 0 {
             return Err(invalid("templates.max_messages", "must be at least 1".into()));
         }
+        let robot_names: HashSet<String> = robots.iter().map(|r| r.name.clone()).collect();
         let context = route::Context {
             app_names: &app_names,
-            api_url: &wecom.api_url,
-            base_dir,
+            robot_names: &robot_names,
             max_messages: raw.templates.max_messages,
         };
         let routes =
@@ -403,6 +341,7 @@ impl Config {
                 reload_interval: raw.server.reload_interval,
             },
             apps,
+            robots,
             routes,
             templates: TemplateSettings {
                 dir,

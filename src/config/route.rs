@@ -1,20 +1,16 @@
 //! Validation of the `routes:` section.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
 
 use super::file::{RecipientsSection, RouteSection};
-use super::{
-    clean_ids, normalize_api_url, resolve_secret, sorted_names, Mentions, MsgType, Recipients, RobotConfig,
-    RouteConfig, Target,
-};
-use crate::route::matcher::parse_matchers;
+use super::target::check_chat_id;
+use super::{clean_ids, sorted_names, Mentions, MsgType, Recipients, RouteConfig, Target, TargetKind};
+use crate::model::matcher::parse_matchers;
 
 /// What route validation needs from the rest of the file.
 pub struct Context<'a> {
     pub app_names: &'a HashSet<String>,
-    pub api_url: &'a str,
-    pub base_dir: &'a Path,
+    pub robot_names: &'a HashSet<String>,
     pub max_messages: usize,
 }
 
@@ -23,37 +19,61 @@ type Invalid = (String, String);
 pub fn validate_routes(raw: Vec<RouteSection>, context: &Context) -> Result<Vec<RouteConfig>, Invalid> {
     let mut routes = Vec::with_capacity(raw.len());
     let mut route_names = HashSet::new();
-    // Robot name → its key, so that two routes naming one robot agree on it.
-    let mut robots: HashMap<String, Option<String>> = HashMap::new();
     for (i, route) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
         let route = validate_route(route, &key, context)?;
         if !route_names.insert(route.name.clone()) {
             return Err((key("name"), format!("duplicate route name {:?}", route.name)));
         }
-        if let Target::Robot(robot) = &route.target {
-            if context.app_names.contains(&robot.name) {
-                return Err((
-                    key("robot.name"),
-                    format!("{:?} is already the name of an app", robot.name),
-                ));
-            }
-            let fingerprint = robot.key.as_ref().map(|k| k.expose().to_string());
-            if let Some(previous) = robots.insert(robot.name.clone(), fingerprint.clone()) {
-                if previous != fingerprint {
-                    return Err((
-                        key("robot.name"),
-                        format!(
-                            "robot {:?} is configured with a different key in another route",
-                            robot.name
-                        ),
-                    ));
-                }
-            }
-        }
         routes.push(route);
     }
     Ok(routes)
+}
+
+/// The route's target from `app`, `chat` and `robot`.
+fn validate_target(
+    route: &RouteSection,
+    key: &dyn Fn(&str) -> String,
+    context: &Context,
+) -> Result<Target, Invalid> {
+    let known_app = |app: &String| -> Result<(), Invalid> {
+        if context.app_names.contains(app) {
+            Ok(())
+        } else {
+            Err((
+                key("app"),
+                format!("no app named {app:?} (apps: {})", sorted_names(context.app_names)),
+            ))
+        }
+    };
+    match (&route.app, &route.chat, &route.robot) {
+        (Some(_), _, Some(_)) => Err((key("robot"), "set either app or robot, not both".into())),
+        (None, Some(_), _) => Err((
+            key("chat"),
+            "a chat is posted to through the app that created it: add `app:`".into(),
+        )),
+        (None, None, None) => Err((key("app"), "needs an app (or a robot) to send through".into())),
+        (Some(app), None, None) => known_app(app).map(|()| Target::App { app: app.clone() }),
+        (Some(app), Some(chat), None) => {
+            known_app(app)?;
+            check_chat_id(chat).map_err(|m| (key("chat"), m))?;
+            Ok(Target::chat(app.clone(), chat.clone()))
+        }
+        (None, None, Some(robot)) => {
+            if !context.robot_names.contains(robot) {
+                let known = if context.robot_names.is_empty() {
+                    "none: declare it under the top-level `robots:`".to_string()
+                } else {
+                    sorted_names(context.robot_names)
+                };
+                return Err((
+                    key("robot"),
+                    format!("no robot named {robot:?} (robots: {known})"),
+                ));
+            }
+            Ok(Target::Robot { robot: robot.clone() })
+        }
+    }
 }
 
 fn validate_route(
@@ -74,53 +94,23 @@ fn validate_route(
         })?;
         matchers.extend(parsed);
     }
-    let group_by = clean_ids(route.group_by);
-    let msgtype = MsgType::parse(&route.msgtype);
-
-    let (target, msgtype) = match (route.app, route.robot) {
-        (Some(_), Some(_)) => return Err((key("robot"), "set either app or robot, not both".into())),
-        (None, None) => return Err((key("app"), "needs an app (or a robot) to send through".into())),
-        (Some(app), None) => {
-            if !context.app_names.contains(&app) {
-                return Err((
-                    key("app"),
-                    format!("no app named {app:?} (apps: {})", sorted_names(context.app_names)),
-                ));
-            }
-            let msgtype = msgtype.filter(|t| MsgType::APP.contains(t)).ok_or_else(|| {
-                (
-                    key("msgtype"),
-                    format!("{:?} is not one of text, markdown, textcard", route.msgtype),
-                )
-            })?;
-            (Target::App(app), msgtype)
-        }
-        (None, Some(robot)) => {
-            let secret =
-                resolve_secret(robot.key, robot.key_file, context.base_dir).map_err(|(field, message)| {
-                    (key(&format!("robot.{}", field.replace("secret", "key"))), message)
-                })?;
-            let api_url = match &robot.api_url {
-                Some(url) => normalize_api_url(url).map_err(|m| (key("robot.api_url"), m))?,
-                None => context.api_url.to_string(),
-            };
-            let msgtype = msgtype.filter(|t| MsgType::ROBOT.contains(t)).ok_or_else(|| {
-                (
-                    key("msgtype"),
-                    format!(
-                        "{:?} is not one of text, markdown, markdown_v2 (group robots)",
-                        route.msgtype
-                    ),
-                )
-            })?;
-            let robot = RobotConfig {
-                name: robot.name.unwrap_or_else(|| route.name.clone()),
-                key: secret,
-                api_url,
-            };
-            (Target::Robot(robot), msgtype)
-        }
-    };
+    let group_by = clean_ids(route.group_by.clone());
+    let target = validate_target(&route, key, context)?;
+    let kind = target.kind();
+    let msgtype = MsgType::parse(&route.msgtype)
+        .filter(|t| kind.msgtypes().contains(t))
+        .ok_or_else(|| {
+            (
+                key("msgtype"),
+                format!(
+                    "{:?} is not one of {} (what a route to {} {} can send)",
+                    route.msgtype,
+                    kind.msgtype_list(),
+                    if kind == TargetKind::App { "an" } else { "a" },
+                    kind.as_str()
+                ),
+            )
+        })?;
 
     let recipients = |section: RecipientsSection, field: &str| -> Result<Recipients, Invalid> {
         let to = Recipients {
@@ -159,7 +149,7 @@ fn validate_route(
         check_template(entry).map_err(|m| (key(&format!("mention.users[{j}]")), m))?;
     }
 
-    if matches!(target, Target::App(_)) {
+    if kind == TargetKind::App {
         if to.is_empty() {
             return Err((key("to"), "needs at least one of users, parties, tags".into()));
         }
@@ -175,10 +165,23 @@ fn validate_route(
                 "needs at least one of users, parties, tags".into(),
             ));
         }
-    } else if !to.is_empty() || fallback_to.is_some() {
+    } else if kind == TargetKind::Robot {
+        if !to.is_empty() || fallback_to.is_some() {
+            return Err((
+                key("to"),
+                "a group robot posts to its chat; use `mention` to notify people".into(),
+            ));
+        }
+    } else if !to.is_empty()
+        || fallback_to.is_some()
+        || !mention.users.is_empty()
+        || !mention.mobiles.is_empty()
+    {
         return Err((
             key("to"),
-            "a group robot posts to its chat; use `mention` to notify people".into(),
+            "an app group chat's messages reach every member of the chat; `to`, `fallback_to` \
+             and `mention` do not apply"
+                .into(),
         ));
     }
 

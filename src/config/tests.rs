@@ -84,16 +84,131 @@ fn an_app_may_use_its_own_api_url_and_a_robot_its_key_file() {
         )
         .replace(
             "routes: [",
-            "routes: [{name: chat, robot: {key_file: robot-key}, msgtype: markdown_v2}, ",
+            "robots: [{name: chat, key_file: robot-key}]\nroutes: [{name: chat, robot: chat, msgtype: markdown_v2}, ",
         );
     let config = Config::from_yaml(&yaml, "test.yml", dir.path()).unwrap();
     assert_eq!(config.apps[0].api_url, "http://wecom-proxy:8080/cgi-bin/");
-    let Target::Robot(robot) = &config.routes[0].target else {
-        panic!("a robot route")
-    };
-    assert_eq!(robot.name, "chat", "a robot is named after its route by default");
+    assert_eq!(config.routes[0].target, Target::Robot { robot: "chat".into() });
+    let robot = &config.robots[0];
+    assert_eq!(robot.name, "chat");
     assert_eq!(robot.key.as_ref().unwrap().expose(), "TESTSECRET-robot");
     assert_eq!(robot.api_url, DEFAULT_API_URL);
+}
+
+#[test]
+fn robots_are_declared_once_and_routes_name_them() {
+    let with_robots = |robots: &str, route: &str| {
+        MINIMAL.replace("routes: [", &format!("robots: {robots}\nroutes: [{route}, "))
+    };
+    let config = load(&with_robots(
+        "[{name: dba, key: TESTSECRET-r}]",
+        "{name: a, robot: dba, msgtype: text}, {name: b, robot: dba, msgtype: markdown}",
+    ))
+    .unwrap();
+    assert_eq!(config.robots.len(), 1);
+    assert_eq!(config.routes[1].target_name(), "dba");
+    let cases = [
+        (
+            with_robots("[]", "{name: a, robot: dba, msgtype: text}"),
+            "routes[0].robot",
+            "no robot named \"dba\" (robots: none: declare it under the top-level `robots:`)",
+        ),
+        (
+            with_robots(
+                "[{name: ops}]",
+                "{name: a, app: ops, msgtype: text, to: {tags: [1]}}",
+            ),
+            "robots[0].name",
+            "already the name of an app",
+        ),
+        (
+            with_robots("[{name: r}, {name: r}]", "{name: a, robot: r, msgtype: text}"),
+            "robots[1].name",
+            "duplicate robot name",
+        ),
+        (
+            with_robots("[]", "{name: a, robot: {key: TESTSECRET-inline}, msgtype: text}"),
+            "routes[0].robot",
+            "top-level `robots:` section",
+        ),
+        (
+            with_robots("[{name: r}]", "{name: a, robot: r, msgtype: textcard}"),
+            "routes[0].msgtype",
+            "is not one of text, markdown, markdown_v2 (what a route to a robot can send)",
+        ),
+        (
+            with_robots(
+                "[{name: r}]",
+                "{name: a, robot: r, msgtype: text, to: {users: [x]}}",
+            ),
+            "routes[0].to",
+            "use `mention`",
+        ),
+    ];
+    for (yaml, key, message) in cases {
+        let text = error(&yaml);
+        assert!(!text.contains("TESTSECRET"), "{text}");
+        assert!(
+            text.contains(&format!("test.yml: {key}: ")),
+            "expected key {key:?} in {text:?}"
+        );
+        assert!(text.contains(message), "expected {message:?} in {text:?}");
+    }
+}
+
+#[test]
+fn a_chat_route_posts_through_an_app_to_a_chat_id() {
+    let chat = |route: &str| MINIMAL.replace("routes: [", &format!("routes: [{route}, "));
+    let config = load(&chat("{name: c, app: ops, chat: wrkOps1, msgtype: markdown}")).unwrap();
+    assert_eq!(
+        config.routes[0].target,
+        Target::chat("ops".into(), "wrkOps1".into())
+    );
+    assert_eq!(config.routes[0].target_name(), "ops/wrkOps1");
+    let cases = [
+        (
+            "{name: c, chat: wrkOps1, msgtype: text}",
+            "routes[0].chat",
+            "add `app:`",
+        ),
+        (
+            "{name: c, app: ops, chat: wrk-ops, msgtype: text}",
+            "routes[0].chat",
+            "not a WeCom chat id",
+        ),
+        (
+            "{name: c, app: ops, chat: wrkOps1, msgtype: template_card}",
+            "routes[0].msgtype",
+            "is not one of text, markdown, textcard (what a route to a chat can send)",
+        ),
+        (
+            "{name: c, app: ops, chat: wrkOps1, msgtype: text, to: {users: [a]}}",
+            "routes[0].to",
+            "every member of the chat",
+        ),
+        (
+            "{name: c, app: nope, chat: wrkOps1, msgtype: text}",
+            "routes[0].app",
+            "no app named \"nope\"",
+        ),
+    ];
+    for (route, key, message) in cases {
+        let text = error(&chat(route));
+        assert!(
+            text.contains(&format!("test.yml: {key}: ")),
+            "expected key {key:?} in {text:?}"
+        );
+        assert!(text.contains(message), "expected {message:?} in {text:?}");
+    }
+}
+
+#[test]
+fn an_app_route_names_every_msgtype_an_app_can_send() {
+    let text = error(&MINIMAL.replace("msgtype: markdown", "msgtype: voice"));
+    assert!(
+        text.contains("is not one of text, markdown, textcard, template_card"),
+        "{text}"
+    );
 }
 
 #[test]

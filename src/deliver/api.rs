@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{Endpoint, WeComError};
+use super::error::{errcode_labels, Endpoint, WeComError};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
@@ -17,14 +17,53 @@ pub struct TokenGrant {
     pub expires_in: Duration,
 }
 
-/// What an accepted `message/send` reports back.
+/// What an accepted message reports back: the recipients WeCom did not deliver to (only
+/// `message/send` names them; other targets answer an empty receipt).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SendReceipt {
-    pub msgid: String,
     pub invalid_users: Vec<String>,
     pub invalid_parties: Vec<String>,
     pub invalid_tags: Vec<String>,
     pub unlicensed_users: Vec<String>,
+}
+
+/// The kinds of recipient WeCom reports as not delivered to (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientKind {
+    User,
+    Party,
+    Tag,
+    UnlicensedUser,
+}
+
+impl RecipientKind {
+    pub const ALL: [RecipientKind; 4] = [
+        RecipientKind::User,
+        RecipientKind::Party,
+        RecipientKind::Tag,
+        RecipientKind::UnlicensedUser,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientKind::User => "user",
+            RecipientKind::Party => "party",
+            RecipientKind::Tag => "tag",
+            RecipientKind::UnlicensedUser => "unlicensed_user",
+        }
+    }
+}
+
+impl SendReceipt {
+    /// The recipients not delivered to, by kind.
+    pub fn undelivered(&self) -> [(RecipientKind, &[String]); 4] {
+        [
+            (RecipientKind::User, &self.invalid_users),
+            (RecipientKind::Party, &self.invalid_parties),
+            (RecipientKind::Tag, &self.invalid_tags),
+            (RecipientKind::UnlicensedUser, &self.unlicensed_users),
+        ]
+    }
 }
 
 /// The URL of one API method (`…/cgi-bin/message/send`), parsed once per configuration:
@@ -69,8 +108,6 @@ struct Reply {
     #[serde(default)]
     expires_in: Option<u64>,
     #[serde(default)]
-    msgid: Option<String>,
-    #[serde(default)]
     invaliduser: Option<String>,
     #[serde(default)]
     invalidparty: Option<String>,
@@ -78,6 +115,9 @@ struct Reply {
     invalidtag: Option<String>,
     #[serde(default)]
     unlicenseduser: Option<String>,
+    /// The whole reply, for the calls whose answer is more than a verdict.
+    #[serde(skip)]
+    whole: Value,
 }
 
 impl WeComApi {
@@ -88,7 +128,19 @@ impl WeComApi {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .expect("the TLS backend initialises");
+        for endpoint in Endpoint::ALL {
+            metrics.api_duration.with_label_values(&[endpoint.as_str()]);
+            for errcode in errcode_labels() {
+                metrics
+                    .api_requests
+                    .with_label_values(&[endpoint.as_str(), errcode]);
+            }
+        }
         WeComApi { http, metrics }
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// `GET gettoken?corpid=…&corpsecret=…`
@@ -142,7 +194,6 @@ impl WeComApi {
                 .collect()
         };
         Ok(SendReceipt {
-            msgid: reply.msgid.unwrap_or_default(),
             invalid_users: list(reply.invaliduser),
             invalid_parties: list(reply.invalidparty),
             invalid_tags: list(reply.invalidtag),
@@ -165,6 +216,52 @@ impl WeComApi {
             .json(body)
             .timeout(timeout);
         self.call(Endpoint::RobotSend, request).await.map(|_| ())
+    }
+
+    /// `POST appchat/send?access_token=…` (an app group chat).
+    pub async fn send_appchat(
+        &self,
+        url: &MethodUrl,
+        token: &Secret,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<SendReceipt, WeComError> {
+        let request = self
+            .http
+            .post(url.get(Endpoint::AppchatSend)?)
+            .query(&[("access_token", token.expose())])
+            .json(body)
+            .timeout(timeout);
+        self.call(Endpoint::AppchatSend, request)
+            .await
+            .map(|_| SendReceipt::default())
+    }
+
+    /// `POST endpoint?access_token=…` with `body`, answering the whole reply: for the
+    /// calls that manage app group chats (`appchat/create`, `appchat/get`).
+    pub async fn call_json(
+        &self,
+        endpoint: Endpoint,
+        url: &MethodUrl,
+        token: &Secret,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, WeComError> {
+        let request = match endpoint {
+            // appchat/get takes its chatid as a query parameter.
+            Endpoint::AppchatGet => self.http.get(url.get(endpoint)?).query(&[
+                ("access_token", token.expose()),
+                ("chatid", body["chatid"].as_str().unwrap_or_default()),
+            ]),
+            _ => self
+                .http
+                .post(url.get(endpoint)?)
+                .query(&[("access_token", token.expose())])
+                .json(body),
+        };
+        self.call(endpoint, request.timeout(timeout))
+            .await
+            .map(|reply| reply.whole)
     }
 
     async fn call(&self, endpoint: Endpoint, request: reqwest::RequestBuilder) -> Result<Reply, WeComError> {
@@ -205,10 +302,14 @@ impl WeComApi {
             .bytes()
             .await
             .map_err(|e| WeComError::transport(endpoint, e))?;
-        let reply: Reply = serde_json::from_slice(&body).map_err(|e| WeComError::BadReply {
+        let bad_reply = |e: serde_json::Error| WeComError::BadReply {
             endpoint,
             detail: format!("not a WeCom JSON reply ({e})"),
-        })?;
+        };
+        let mut reply: Reply = serde_json::from_slice(&body).map_err(bad_reply)?;
+        if matches!(endpoint, Endpoint::AppchatCreate | Endpoint::AppchatGet) {
+            reply.whole = serde_json::from_slice(&body).map_err(bad_reply)?;
+        }
         if reply.errcode != 0 {
             return Err(WeComError::Api {
                 endpoint,

@@ -10,16 +10,31 @@ pub enum Endpoint {
     MessageSend,
     /// A group robot's webhook.
     RobotSend,
+    /// App group chats.
+    AppchatSend,
+    AppchatCreate,
+    AppchatGet,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::GetToken, Endpoint::MessageSend, Endpoint::RobotSend];
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::GetToken,
+        Endpoint::MessageSend,
+        Endpoint::RobotSend,
+        Endpoint::AppchatSend,
+        Endpoint::AppchatCreate,
+        Endpoint::AppchatGet,
+    ];
 
+    /// The method's path below the API base URL, and its metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::GetToken => "gettoken",
             Endpoint::MessageSend => "message/send",
             Endpoint::RobotSend => "webhook/send",
+            Endpoint::AppchatSend => "appchat/send",
+            Endpoint::AppchatCreate => "appchat/create",
+            Endpoint::AppchatGet => "appchat/get",
         }
     }
 }
@@ -127,7 +142,8 @@ impl WeComError {
     }
 }
 
-/// Classifies an errcode from a WeCom reply (see shared/wecom-api.md).
+/// Classifies an errcode from a WeCom reply (docs/wecom-api.md#errcodes): anything not
+/// known to be worth retrying is permanent.
 pub fn classify_errcode(errcode: i64) -> ErrorClass {
     match errcode {
         40014 | 42001 | 41001 => ErrorClass::TokenRejected,
@@ -137,8 +153,19 @@ pub fn classify_errcode(errcode: i64) -> ErrorClass {
     }
 }
 
+/// Label values of failures that are not a WeCom errcode.
+const NON_ERRCODE_LABELS: [&str; 4] = ["other", "transport_error", "http_error", "bad_reply"];
+
+/// Every value the `errcode` label of API call metrics takes.
+pub fn errcode_labels() -> impl Iterator<Item = &'static str> {
+    KNOWN_ERRCODES
+        .iter()
+        .map(|(_, label)| *label)
+        .chain(NON_ERRCODE_LABELS)
+}
+
 /// Errcodes that get their own metric label value; the rest are "other".
-pub const KNOWN_ERRCODES: &[(i64, &str)] = &[
+const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (0, "0"),
     (-1, "-1"),
     (40001, "40001"),
@@ -148,9 +175,12 @@ pub const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (40032, "40032"),
     (40056, "40056"),
     (40058, "40058"),
+    (40050, "40050"),
     (40091, "40091"),
     (40094, "40094"),
     (41001, "41001"),
+    (41002, "41002"),
+    (41004, "41004"),
     (41011, "41011"),
     (42001, "42001"),
     (44004, "44004"),
@@ -159,11 +189,22 @@ pub const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (45033, "45033"),
     (45034, "45034"),
     (48002, "48002"),
+    (60011, "60011"),
     (60020, "60020"),
     (81013, "81013"),
     (82001, "82001"),
     (82002, "82002"),
     (82003, "82003"),
+    (86001, "86001"),
+    (86003, "86003"),
+    (86004, "86004"),
+    (86005, "86005"),
+    (86006, "86006"),
+    (86007, "86007"),
+    (86008, "86008"),
+    (86207, "86207"),
+    (86215, "86215"),
+    (86216, "86216"),
     (93000, "93000"),
     (93004, "93004"),
     (301002, "301002"),
@@ -187,6 +228,7 @@ pub fn errcode_meaning(errcode: i64) -> &'static str {
         40014 => "access token invalid",
         40032 => "more than 1000 users",
         40056 => "invalid agent_id",
+        40050 => "the chat does not exist (create it first: alertmanager-wecom appchat create)",
         40058 => "invalid parameter (markdown content too long?)",
         40091 => "secret invalid",
         40094 => "invalid url",
@@ -200,12 +242,24 @@ pub fn errcode_meaning(errcode: i64) -> &'static str {
         45009 => "API frequency limit reached",
         45033 => "API concurrency limit reached",
         45034 => "url must be http or https",
-        48002 => "API not allowed for this secret",
+        48002 => "API not allowed for this secret (app group chats need an app whose visible range is the root department)",
+        60011 => "a member, party or tag is outside the app's visible range",
         60020 => "caller IP is not in the app's trusted IPs (configure a fixed egress IP in the WeCom admin console)",
         81013 => "every user, party and tag is invalid or outside the app's visible range",
         82001 => "no recipients",
         82002 => "more than 100 parties",
         82003 => "more than 100 tags",
+        86001 => "invalid chat id, or a chat WeCom does not know",
+        86003 => "the chat does not exist",
+        86004 => "invalid chat name",
+        86005 => "invalid chat owner",
+        86006 => "a chat needs 2 to 2000 members",
+        86007 => "invalid chat member",
+        86008 => "the chat was not created by this app",
+        86201..=86204 => "chat id, name, owner or members missing",
+        86207 => "the chat owner is not one of its members",
+        86215 => "a chat with this chat id exists already",
+        86216 => "a chat member is not in the directory",
         301002 => "access token belongs to another app than agent_id",
         93000 => "invalid robot webhook key, or the robot was removed from its chat",
         93004 => "the group robot is disabled",

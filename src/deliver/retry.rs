@@ -1,21 +1,61 @@
-//! When to try a failed call again: at most 3 retries (WeCom's advice for "busy"), with
-//! jittered exponential backoff, never past the delivery deadline.
+//! The one retry loop every target's messages go through: at most 3 retries (WeCom's
+//! advice for "busy"), with jittered exponential backoff, never past the delivery
+//! deadline; a rejected access token is replaced and the call made again at once.
 
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::api::SendReceipt;
+use super::outcome::SendFailure;
+use super::target::{CallFailure, CallLimit, Target};
+
+/// Sends `body` through `target` before `deadline`, each call at most `call_timeout`.
+pub async fn send(
+    target: &dyn Target,
+    body: &Value,
+    deadline: Instant,
+    call_timeout: Duration,
+) -> Result<SendReceipt, SendFailure> {
+    let limit = CallLimit {
+        deadline,
+        cap: call_timeout,
+    };
+    let mut retry = Retry::new(deadline);
+    let mut credential_replaced = false;
+    loop {
+        let attempt = retry.attempt();
+        let failure = match target.call(body, limit).await {
+            Ok(receipt) => return Ok(receipt),
+            Err(CallFailure::GiveUp(failure)) => return Err(failure),
+            Err(CallFailure::CredentialRejected { stale, .. }) if !credential_replaced => {
+                target.drop_credential(&stale).await;
+                credential_replaced = true;
+                retry.forgive(); // a token refresh is not a retry of the message
+                continue;
+            }
+            Err(other) => other.into_failure(),
+        };
+        let who = format!("{} {}", target.kind().as_str(), target.name());
+        if !retry.back_off(&who, attempt, &failure).await {
+            return Err(failure);
+        }
+    }
+}
 
 const MAX_ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Tracks the attempts at one message.
-pub struct Retry {
+struct Retry {
     deadline: Instant,
     attempts: u32,
     backoff: Duration,
 }
 
 impl Retry {
-    pub fn new(deadline: Instant) -> Retry {
+    fn new(deadline: Instant) -> Retry {
         Retry {
             deadline,
             attempts: 0,
@@ -24,24 +64,19 @@ impl Retry {
     }
 
     /// Counts an attempt about to be made.
-    pub fn attempt(&mut self) -> u32 {
+    fn attempt(&mut self) -> u32 {
         self.attempts += 1;
         self.attempts
     }
 
     /// Takes back the last attempt (it did not count, e.g. a token refresh).
-    pub fn forgive(&mut self) {
+    fn forgive(&mut self) {
         self.attempts = self.attempts.saturating_sub(1);
-    }
-
-    /// Time left for one call, at most `cap`.
-    pub fn call_timeout(&self, cap: Duration) -> Duration {
-        cap.min(self.deadline.saturating_duration_since(Instant::now()))
     }
 
     /// The pause before the next attempt, or `None` when there is no attempt left or the
     /// pause would outlive the deadline.
-    pub fn next_pause(&mut self) -> Option<Duration> {
+    fn next_pause(&mut self) -> Option<Duration> {
         let pause = jittered(self.backoff);
         if self.attempts >= MAX_ATTEMPTS || Instant::now() + pause >= self.deadline {
             return None;
@@ -53,7 +88,7 @@ impl Retry {
 
 impl Retry {
     /// Waits before the next attempt, logging the failure; `false` when there is none left.
-    pub async fn back_off(&mut self, sender: &str, attempt: u32, failure: &dyn std::fmt::Display) -> bool {
+    async fn back_off(&mut self, sender: &str, attempt: u32, failure: &dyn std::fmt::Display) -> bool {
         let Some(pause) = self.next_pause() else {
             return false;
         };

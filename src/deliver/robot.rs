@@ -1,63 +1,114 @@
-//! Sending through a group robot (群机器人): a webhook whose key is the credential.
+//! Group robots (群机器人, `webhook/send`): the webhook key is the credential; a robot posts
+//! to its chat and may @-mention people; 20 messages a minute per robot.
 
-use std::time::{Duration, Instant};
+use async_trait::async_trait;
+use serde_json::{json, Value};
 
-use log::info;
-use serde_json::Value;
+use super::api::{MethodUrl, SendReceipt, WeComApi};
+use super::target::{dry_run_call, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target};
+use crate::config::{Mentions, MsgType, RobotConfig, TargetKind};
+use crate::render::{ContentLimits, MessageContent};
+use crate::state::RateLimits;
 
-use super::api::{MethodUrl, WeComApi};
-use super::retry::Retry;
-use super::sender::{SendFailure, Sent};
-use crate::config::RobotConfig;
+/// Robot contents: markdown and markdown_v2 take twice an app's (docs/wecom-api.md#group-robots).
+const LIMITS: ContentLimits = ContentLimits {
+    text: 2048,
+    markdown: 4096,
+    markdown_v2: 4096,
+};
 
-pub struct RobotSender {
+/// One robot: beyond this WeCom answers 45009.
+pub const ROBOT_LIMITS: RateLimits = RateLimits {
+    per_minute: 20,
+    per_hour: None,
+};
+
+pub struct RobotTarget {
     robot: RobotConfig,
     api: WeComApi,
     send_url: MethodUrl,
-    call_timeout: Duration,
+    budget: Budget,
 }
 
-impl RobotSender {
-    pub fn new(robot: RobotConfig, api: WeComApi, call_timeout: Duration) -> RobotSender {
-        RobotSender {
+impl RobotTarget {
+    pub fn new(robot: &RobotConfig, parts: &Parts<'_>) -> RobotTarget {
+        let mut robot = robot.clone();
+        if parts.dry_run {
+            robot.key = None;
+        }
+        RobotTarget {
             send_url: MethodUrl::new(&robot.api_url, "webhook/send"),
+            api: parts.clients.api.clone(),
+            budget: Budget {
+                scope: format!("robot:{}", robot.name),
+                limits: ROBOT_LIMITS,
+            },
             robot,
-            api,
-            call_timeout,
         }
     }
+}
 
-    pub fn name(&self) -> &str {
+#[async_trait]
+impl Target for RobotTarget {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Robot
+    }
+
+    fn name(&self) -> &str {
         &self.robot.name
     }
 
-    pub fn is_dry_run(&self) -> bool {
+    fn is_dry_run(&self) -> bool {
         self.robot.key.is_none()
     }
 
-    /// Posts `body` to the robot, retrying transient failures before `deadline`.
-    pub async fn send(&self, body: &Value, deadline: Instant) -> Result<Sent, SendFailure> {
+    fn limits(&self) -> &'static ContentLimits {
+        &LIMITS
+    }
+
+    fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    fn requests(&self, part: &MessageContent, audience: Audience<'_>) -> Vec<Request> {
+        vec![Request {
+            body: robot_body(part, audience.mentions),
+            budget_keys: vec![self.robot.name.clone()],
+            identity: audience.mentions.users.join(","),
+        }]
+    }
+
+    fn over_budget(&self, _over: &[String]) -> String {
+        format!(
+            "robot {} already sent its limit of {} messages a minute; held back for Alertmanager to retry",
+            self.robot.name, ROBOT_LIMITS.per_minute
+        )
+    }
+
+    async fn call(&self, body: &Value, limit: CallLimit) -> Result<SendReceipt, CallFailure> {
         let Some(key) = &self.robot.key else {
-            info!("dry-run: robot {} would send: {body}", self.robot.name);
-            return Ok(Sent::DryRun);
+            return Err(dry_run_call(&self.robot.name));
         };
-        let mut retry = Retry::new(deadline);
-        loop {
-            let attempt = retry.attempt();
-            let timeout = retry.call_timeout(self.call_timeout);
-            let failure = match self.api.send_robot(&self.send_url, key, body, timeout).await {
-                Ok(()) => return Ok(Sent::Accepted(Default::default())),
-                Err(error) => match SendFailure::from_wecom(error) {
-                    permanent @ SendFailure::Permanent { .. } => return Err(permanent),
-                    transient => transient,
-                },
-            };
-            if !retry
-                .back_off(&format!("robot {}", self.robot.name), attempt, &failure)
-                .await
-            {
-                return Err(failure);
-            }
+        self.api
+            .send_robot(&self.send_url, key, body, limit.timeout())
+            .await
+            .map(|()| SendReceipt::default())
+            .map_err(|error| CallFailure::from_wecom(error, None))
+    }
+}
+
+/// A `webhook/send` body. Text messages carry mentions as lists; markdown mentions are
+/// `<@userid>` in the content (the template puts them there); markdown_v2 has none.
+fn robot_body(part: &MessageContent, mentions: &Mentions) -> Value {
+    let msgtype = part.msgtype().as_str();
+    let mut content = part.body();
+    if part.msgtype() == MsgType::Text {
+        if !mentions.users.is_empty() {
+            content["mentioned_list"] = json!(mentions.users);
+        }
+        if !mentions.mobiles.is_empty() {
+            content["mentioned_mobile_list"] = json!(mentions.mobiles);
         }
     }
+    json!({ "msgtype": msgtype, msgtype: content })
 }

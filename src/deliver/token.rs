@@ -16,6 +16,11 @@ use crate::secret::Secret;
 const FIRST_CREDENTIAL_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_CREDENTIAL_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
+/// Why a token was fetched (label values of `token_refreshes_total`).
+pub const REFRESH_REASONS: [&str; 3] = ["initial", "expiring", "rejected"];
+/// Why fetching a token failed (label values of `token_failures_total`).
+pub const FAILURE_REASONS: [&str; 2] = ["credentials", "transient"];
+
 /// Why no token could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -120,12 +125,13 @@ impl AccessTokenCache {
                 });
             }
         }
+        let [initial, expiring, rejected] = REFRESH_REASONS;
         let reason = if state.rejected {
-            "rejected"
+            rejected
         } else if state.token.is_some() {
-            "expiring"
+            expiring
         } else {
-            "initial"
+            initial
         };
         match self
             .api
@@ -152,7 +158,7 @@ impl AccessTokenCache {
             {
                 self.metrics
                     .token_failures
-                    .with_label_values(&[&self.app, "credentials"])
+                    .with_label_values(&[&self.app, FAILURE_REASONS[0]])
                     .inc();
                 let errcode = error.errcode().unwrap_or_default();
                 let pause = state
@@ -178,7 +184,7 @@ impl AccessTokenCache {
             Err(error) => {
                 self.metrics
                     .token_failures
-                    .with_label_values(&[&self.app, "transient"])
+                    .with_label_values(&[&self.app, FAILURE_REASONS[1]])
                     .inc();
                 Err(TokenError::Transient {
                     app: self.app.clone(),

@@ -7,7 +7,7 @@ use super::escape;
 use super::fit::{self, cut_to_fit, fit_alerts, Fitted};
 use super::message::MessageContent;
 use super::RenderError;
-use crate::ingest::payload::Alert;
+use crate::model::Alert;
 
 /// Button text of textcards: "details", at most 4 characters.
 const TEXTCARD_BUTTON: &str = "详情";

@@ -5,7 +5,7 @@ use std::ops::Range;
 use serde_json::{json, Map, Value};
 
 use crate::config::RouteConfig;
-use crate::ingest::payload::{Alert, AlertStatus, LabelSet, WebhookPayload};
+use crate::model::{Alert, AlertStatus, LabelSet, WebhookPayload};
 
 /// Built once per notification; [`MessageContext::render`] shows some of its alerts
 /// (firing first) for fitting and for a series of messages.

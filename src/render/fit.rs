@@ -1,11 +1,31 @@
 //! Fitting rendered text into WeCom's size limits. Limits are in UTF-8 bytes; a cut never
 //! splits a character and always leaves a visible marker.
 
-/// WeCom's limits for app messages (see shared/wecom-api.md).
-pub const TEXT_MAX_BYTES: usize = 2048;
-pub const MARKDOWN_MAX_BYTES: usize = 2048;
-/// Group robots: `markdown` and `markdown_v2` (`text` is 2048 like apps).
-pub const ROBOT_MARKDOWN_MAX_BYTES: usize = 4096;
+use crate::config::MsgType;
+
+/// What a target takes in the `content` of its text-like msgtypes, in UTF-8 bytes. Each
+/// delivery target states its own (`deliver::app`, `deliver::robot`, `deliver::appchat`);
+/// cards are the same wherever they go, so their limits are the constants below
+/// (docs/wecom-api.md#message-limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentLimits {
+    pub text: usize,
+    pub markdown: usize,
+    /// 0 where the target has no `markdown_v2`.
+    pub markdown_v2: usize,
+}
+
+impl ContentLimits {
+    /// The limit of a text-like msgtype's `content`.
+    pub fn max_bytes(&self, msgtype: MsgType) -> usize {
+        match msgtype {
+            MsgType::Markdown => self.markdown,
+            MsgType::MarkdownV2 => self.markdown_v2,
+            _ => self.text,
+        }
+    }
+}
+
 pub const TEXTCARD_TITLE_MAX_BYTES: usize = 128;
 pub const TEXTCARD_DESCRIPTION_MAX_BYTES: usize = 512;
 pub const TEXTCARD_URL_MAX_BYTES: usize = 2048;

@@ -18,8 +18,9 @@ use handlebars::{DirectorySourceOptionsBuilder, Handlebars, Template};
 use rust_embed::RustEmbed;
 
 use crate::config::{MsgType, RouteConfig, TemplateSettings};
-use crate::ingest::payload::{Alert, WebhookPayload};
+use crate::model::{Alert, WebhookPayload};
 use context::MessageContext;
+pub use fit::ContentLimits;
 pub use message::MessageContent;
 
 #[derive(RustEmbed)]
@@ -35,11 +36,6 @@ pub enum TemplateError {
     Syntax(#[from] Box<handlebars::TemplateError>),
     #[error("cannot load templates from {dir}: {message}")]
     Directory { dir: String, message: String },
-    #[error("{0}")]
-    Recipients(String),
-    /// A template failed on a sample notification.
-    #[error("{0} (rendering a sample notification)")]
-    Sample(String),
     #[error("route {route:?}: no template named {template:?} (available: {available})")]
     Missing {
         route: String,
@@ -114,16 +110,22 @@ impl Renderer {
     }
 
     /// Renders every route's template against the [`samples`] (and all of them at once),
-    /// so a template that breaks only on some alerts fails `check`, not a page.
-    pub fn check_with_samples(&self, routes: &[RouteConfig]) -> Result<(), RenderError> {
+    /// so a template that breaks only on some alerts fails `check`, not a page. `limits`
+    /// gives the content limits of each route's target.
+    pub fn check_with_samples(
+        &self,
+        routes: &[RouteConfig],
+        limits: impl Fn(&RouteConfig) -> ContentLimits,
+    ) -> Result<(), RenderError> {
         let samples = samples::payloads();
         let mixed: Vec<&Alert> = samples.iter().flat_map(|p| &p.alerts).collect();
         for route in routes {
+            let limits = limits(route);
             for sample in &samples {
                 let alerts: Vec<&Alert> = sample.alerts.iter().collect();
-                self.render(route, sample, &alerts, &[])?;
+                self.render(route, sample, &alerts, &[], &limits)?;
             }
-            self.render(route, &samples[0], &mixed, &["alice".to_string()])?;
+            self.render(route, &samples[0], &mixed, &["alice".to_string()], &limits)?;
         }
         Ok(())
     }
@@ -138,13 +140,15 @@ impl Renderer {
     }
 
     /// Renders the route's message for `alerts` (mentioning `mentions`, for robots) and
-    /// fits it to WeCom's limits.
+    /// fits it to WeCom's limits: `limits` for text and markdown (they depend on the
+    /// target), the card limits for cards.
     pub fn render(
         &self,
         route: &RouteConfig,
         payload: &WebhookPayload,
         alerts: &[&Alert],
         mentions: &[String],
+        limits: &ContentLimits,
     ) -> Result<RenderedMessage, RenderError> {
         let error = |message: String| RenderError {
             route: route.name.clone(),
@@ -164,11 +168,7 @@ impl Renderer {
         let total = alerts.len();
         match route.msgtype {
             MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2 => {
-                let max_bytes = match (route.msgtype, route.is_robot()) {
-                    (MsgType::Text, _) => fit::TEXT_MAX_BYTES,
-                    (MsgType::Markdown, false) => fit::MARKDOWN_MAX_BYTES,
-                    _ => fit::ROBOT_MARKDOWN_MAX_BYTES,
-                };
+                let max_bytes = limits.max_bytes(route.msgtype);
                 let series = series::split(total, max_bytes, route.max_messages, |range| {
                     render(range).map(|text| text.trim().to_string())
                 })?;

@@ -2,10 +2,16 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
-use crate::ingest::payload::WebhookPayload;
+use crate::model::WebhookPayload;
 
-const CRASHLOOP: &str = include_str!("../../tests/fixtures/firing-crashloop.json");
-const RESOLVED: &str = include_str!("../../tests/fixtures/resolved-targetdown.json");
+use samples::{CRASHLOOP, RESOLVED};
+
+/// An app's limits (`deliver::app`), which the tests' routes send through.
+const APP: ContentLimits = ContentLimits {
+    text: 2048,
+    markdown: 2048,
+    markdown_v2: 0,
+};
 
 fn setup(msgtype: &str) -> (Config, Renderer) {
     let yaml = format!(
@@ -25,7 +31,7 @@ fn render(msgtype: &str, payloads: &[&str]) -> RenderedMessage {
         .collect();
     let alerts: Vec<&Alert> = parsed.iter().flat_map(|p| &p.alerts).collect();
     renderer
-        .render(&config.routes[0], &parsed[0], &alerts, &[])
+        .render(&config.routes[0], &parsed[0], &alerts, &[], &APP)
         .unwrap()
 }
 
@@ -122,7 +128,7 @@ fn render_user_template_as(
     let renderer = Renderer::new(&config.templates).unwrap();
     let payload = WebhookPayload::parse(body.as_bytes()).unwrap();
     let alerts: Vec<&Alert> = payload.alerts.iter().collect();
-    renderer.render(&config.routes[0], &payload, &alerts, &[])
+    renderer.render(&config.routes[0], &payload, &alerts, &[], &APP)
 }
 
 #[test]
@@ -181,7 +187,7 @@ fn safe_url_keeps_links_inside_their_markup() {
     let alerts: Vec<&Alert> = payload.alerts.iter().collect();
     let text = text_of(
         &renderer
-            .render(&config.routes[0], &payload, &alerts, &[])
+            .render(&config.routes[0], &payload, &alerts, &[], &APP)
             .unwrap(),
     );
     assert!(

@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
-use super::matcher::{parse_matchers, MatchOp};
 use super::Router;
 use crate::config::{Recipients, Target};
-use crate::ingest::payload::{Alert, AlertStatus, LabelSet};
+use crate::model::matcher::{parse_matchers, MatchOp};
+use crate::model::{Alert, AlertStatus, LabelSet};
 
 /// Parses `team="db",severity="critical"` (or `{…}`) into a label set.
 pub fn parse_labels(text: &str) -> Result<LabelSet, String> {
@@ -42,30 +42,24 @@ pub fn explain(router: &Router, labels: LabelSet, annotations: LabelSet) -> Stri
     }
     for notification in &plan.notifications {
         let route = notification.route;
+        let _ = writeln!(
+            out,
+            "{}: {} {}, {} (template {})",
+            route.name,
+            route.target.kind().as_str(),
+            route.target_name(),
+            route.msgtype.as_str(),
+            route.template,
+        );
+        let mentions = &notification.mentions;
         let _ = match &route.target {
-            Target::App(app) => writeln!(
+            Target::App { .. } => writeln!(out, "  to: {}", describe(&notification.recipients)),
+            Target::Robot { .. } => writeln!(
                 out,
-                "{}: app {app}, {} (template {})\n  to: {}",
-                route.name,
-                route.msgtype.as_str(),
-                route.template,
-                describe(&notification.recipients)
+                "  mentions: {}",
+                list(mentions.users.iter().chain(&mentions.mobiles))
             ),
-            Target::Robot(robot) => writeln!(
-                out,
-                "{}: robot {}, {} (template {})\n  mentions: {}",
-                route.name,
-                robot.name,
-                route.msgtype.as_str(),
-                route.template,
-                list(
-                    notification
-                        .mentions
-                        .users
-                        .iter()
-                        .chain(&notification.mentions.mobiles)
-                )
-            ),
+            Target::Chat { chat_id, .. } => writeln!(out, "  to: every member of chat {chat_id}"),
         };
     }
     for unresolved in &plan.unresolved {

@@ -3,14 +3,13 @@
 //! split into messages (by `group_by` labels and by their recipients).
 
 pub mod explain;
-pub mod matcher;
 pub mod recipients;
 
 use std::collections::BTreeMap;
 
 use crate::config::{Mentions, Recipients, RouteConfig};
-use crate::ingest::payload::{Alert, AlertStatus, LabelSet};
-use recipients::RecipientResolver;
+use crate::model::{Alert, AlertStatus, LabelSet};
+use recipients::{RecipientResolver, RecipientTemplateError};
 
 /// Alerts of one notification that go out as one message. The route is borrowed from
 /// the router (`'r`), the alerts from the payload (`'a`), so a caller can let go of the
@@ -19,7 +18,7 @@ use recipients::RecipientResolver;
 pub struct Notification<'r, 'a> {
     pub route: &'r RouteConfig,
     pub alerts: Vec<&'a Alert>,
-    /// App routes: who receives it.
+    /// App routes: who receives it (empty for robots and chats).
     pub recipients: Recipients,
     /// Robot routes: who is @-mentioned.
     pub mentions: Mentions,
@@ -51,7 +50,7 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(routes: &[RouteConfig]) -> Result<Router, String> {
+    pub fn new(routes: &[RouteConfig]) -> Result<Router, RecipientTemplateError> {
         Ok(Router {
             routes: routes.to_vec(),
             resolver: RecipientResolver::new(routes)?,
@@ -123,6 +122,9 @@ impl Router {
         let mut unresolved = Vec::new();
         // Recipient templates need the alert as JSON; plain ids do not.
         let templated = recipients::has_templates(route);
+        // Routes to a robot or a chat reach everyone in it: their alerts are not split by
+        // recipient, and whoever they mention is mentioned in one message.
+        let to_chat = route.to.is_empty();
         for alert in alerts {
             let data = if templated {
                 RecipientResolver::data(alert)
@@ -139,7 +141,7 @@ impl Router {
                     )
                 })
                 .collect();
-            let (recipients, mentions) = if route.is_robot() {
+            let (recipients, mentions) = if to_chat {
                 let mentions = Mentions {
                     users: self.resolver.expand(&route.mention.users, &data),
                     mobiles: route.mention.mobiles.clone(),
@@ -160,7 +162,7 @@ impl Router {
             };
             let existing = plan.notifications[first..]
                 .iter_mut()
-                .find(|n| n.group == group && (route.is_robot() || n.recipients == recipients));
+                .find(|n| n.group == group && (to_chat || n.recipients == recipients));
             match existing {
                 Some(notification) => {
                     notification.alerts.push(alert);

@@ -7,7 +7,16 @@ use log::warn;
 use serde_json::{json, Value};
 
 use crate::config::{Recipients, RouteConfig};
-use crate::ingest::payload::Alert;
+use crate::model::Alert;
+
+/// A recipient entry that is not a valid template.
+#[derive(Debug, thiserror::Error)]
+#[error("route {route:?}: recipient template {entry:?}: {message}")]
+pub struct RecipientTemplateError {
+    pub route: String,
+    pub entry: String,
+    pub message: String,
+}
 
 /// Renders recipient entries for one alert.
 pub struct RecipientResolver {
@@ -16,7 +25,7 @@ pub struct RecipientResolver {
 }
 
 impl RecipientResolver {
-    pub fn new(routes: &[RouteConfig]) -> Result<RecipientResolver, String> {
+    pub fn new(routes: &[RouteConfig]) -> Result<RecipientResolver, RecipientTemplateError> {
         let mut registry = Handlebars::new();
         // Not strict: a missing label gives "", which is dropped (then `fallback_to` applies).
         registry.register_escape_fn(no_escape);
@@ -28,7 +37,11 @@ impl RecipientResolver {
             for entry in entries.filter(|e| is_template(e)) {
                 registry
                     .register_template_string(entry, entry)
-                    .map_err(|e| format!("route {:?}: recipient template {entry:?}: {e}", route.name))?;
+                    .map_err(|e| RecipientTemplateError {
+                        route: route.name.clone(),
+                        entry: entry.clone(),
+                        message: e.to_string(),
+                    })?;
             }
         }
         Ok(RecipientResolver { registry })

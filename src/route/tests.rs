@@ -2,10 +2,10 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Config;
-use crate::ingest::payload::WebhookPayload;
+use crate::model::WebhookPayload;
 
 fn router(routes: &str) -> Router {
-    let yaml = format!("apps: [{{name: ops, corp_id: ww1, agent_id: 1}}, {{name: dev, corp_id: ww1, agent_id: 2}}]\nroutes:\n{routes}");
+    let yaml = format!("apps: [{{name: ops, corp_id: ww1, agent_id: 1}}, {{name: dev, corp_id: ww1, agent_id: 2}}]\nrobots: [{{name: chat, key: k}}]\nroutes:\n{routes}");
     let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
     Router::new(&config.routes).unwrap()
 }
@@ -186,7 +186,7 @@ fn empty_recipients_fall_back_or_are_reported_unresolved() {
 #[test]
 fn a_robot_message_mentions_every_owner_of_its_alerts() {
     let router = router(
-        r#"  - {name: chat, robot: {key: k}, msgtype: text, mention: {users: ["{{labels.owner}}"], mobiles: ["13800000000"]}}
+        r#"  - {name: chat, robot: chat, msgtype: text, mention: {users: ["{{labels.owner}}"], mobiles: ["13800000000"]}}
 "#,
     );
     let alerts = alerts(&["firing;owner=alice", "firing;owner=bob", "firing;x=y"]);
@@ -203,7 +203,7 @@ fn matching_routes_answers_which_routes_a_label_set_reaches() {
   - {name: rest, app: ops, msgtype: text, to: {users: [b]}}
 "#,
     );
-    let labels: crate::ingest::payload::LabelSet = [("team", "db")].into_iter().collect();
+    let labels: crate::model::LabelSet = [("team", "db")].into_iter().collect();
     let names: Vec<&str> = router
         .matching_routes(&labels)
         .iter()

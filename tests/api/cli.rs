@@ -302,10 +302,11 @@ fn route_shows_which_routes_an_alert_reaches_and_who_receives_it() {
         &dir,
         r#"
 apps: [{name: ops, corp_id: ww1, agent_id: 1000002}]
+robots: [{name: db-chat}]
 routes:
   - {name: audit, continue: true, app: ops, msgtype: text, to: {users: [auditor]}}
   - {name: db, matchers: ['team="db"'], app: ops, msgtype: textcard, to: {users: ["{{labels.owner}}"], parties: [2]}}
-  - {name: chat, robot: {name: db-chat}, msgtype: text, mention: {users: ["{{labels.owner}}"]}}
+  - {name: chat, robot: db-chat, msgtype: text, mention: {users: ["{{labels.owner}}"]}}
 "#,
     );
     let (code, stdout, stderr) = run(&[
@@ -335,7 +336,7 @@ fn render_prints_the_exact_requests_with_sizes_and_reads_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, VALID);
     let fixture = format!(
-        "{}/tests/fixtures/firing-unicode-markup.json",
+        "{}/src/render/samples/firing-unicode-markup.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let (code, stdout, stderr) = run(&["render", "--config", &path, "--payload", &fixture]);

@@ -7,6 +7,11 @@
 //! ambiguous the fake is the stricter one. Faults can be injected per endpoint (FIFO), and
 //! the fake's clock can be moved forward with [`FakeWeCom::advance_time`] so tests never
 //! wait for real token expiry or rate windows.
+//!
+//! It also serves WeCom's app group chats (应用群聊): `appchat/create`, `appchat/get`,
+//! `appchat/update` and `appchat/send`, following WeCom's pages "创建群聊会话", "获取群聊会话",
+//! "修改群聊会话", "应用推送消息" and the "全局错误码" list (the "appchat" section below lists
+//! every errcode and where the fake chose the stricter reading).
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
@@ -82,11 +87,39 @@ pub struct DeliveredMessage {
     pub body: Value,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     GetToken,
     Send,
     Robot,
+    /// `POST appchat/create`
+    AppchatCreate,
+    /// `GET appchat/get`
+    AppchatGet,
+    /// `POST appchat/update`
+    AppchatUpdate,
+    /// `POST appchat/send`
+    AppchatSend,
+}
+
+impl Endpoint {
+    fn is_appchat(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AppchatCreate | Endpoint::AppchatGet | Endpoint::AppchatUpdate | Endpoint::AppchatSend
+        )
+    }
+}
+
+/// One accepted appchat/send message and what became of it per chat member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatDelivery {
+    /// The full request JSON.
+    pub body: Value,
+    /// Members (directory spelling) who received it.
+    pub delivered_to: Vec<String>,
+    /// Members over the per-member limit: answered errcode 0, silently not delivered.
+    pub dropped_for: Vec<String>,
 }
 
 /// One request as the fake saw it, with what it answered.
@@ -125,6 +158,10 @@ impl FakeWeCom {
                 .route("/cgi-bin/gettoken", web::route().to(gettoken_handler))
                 .route("/cgi-bin/message/send", web::route().to(send_handler))
                 .route("/cgi-bin/webhook/send", web::route().to(robot_handler))
+                .route("/cgi-bin/appchat/create", web::route().to(appchat_create_handler))
+                .route("/cgi-bin/appchat/get", web::route().to(appchat_get_handler))
+                .route("/cgi-bin/appchat/update", web::route().to(appchat_update_handler))
+                .route("/cgi-bin/appchat/send", web::route().to(appchat_send_handler))
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -162,6 +199,7 @@ impl FakeWeCom {
             secret: secret.to_string(),
             agent_id,
             current_token: None,
+            appchat_allowed: true,
         });
     }
 
@@ -298,6 +336,136 @@ impl FakeWeCom {
     pub fn duplicates_suppressed(&self) -> usize {
         self.shared.lock().duplicates_suppressed
     }
+
+    // ---- app group chats (appchat/*) ----
+
+    /// A chat that already exists, created by the app with this agent id (the first app
+    /// registered with it, if several corps use the same agent id). `owner` must be one of
+    /// `members`; members must be in the directory (matched case-insensitively, stored in
+    /// directory spelling); 2..=[`APPCHAT_MAX_MEMBERS`] distinct members; `chatid` must be
+    /// valid (`[0-9a-zA-Z]{1,32}`, not all digits) and not exist yet. Panics otherwise.
+    /// Does not count against the daily creation limit.
+    pub fn add_chat(&self, agent_id: i64, chatid: &str, owner: &str, members: &[&str]) {
+        let mut st = self.shared.lock();
+        let app = st
+            .apps
+            .iter()
+            .position(|a| a.agent_id == agent_id)
+            .unwrap_or_else(|| {
+                panic!("fake WeCom add_chat: no app with agent id {agent_id} (call add_app first)")
+            });
+        if let Err((code, msg)) = check_new_chatid(chatid) {
+            panic!("fake WeCom add_chat: chatid {chatid:?} is invalid ({code}: {msg})");
+        }
+        if st.chat_exists_ci(chatid) {
+            panic!("fake WeCom add_chat: chatid {chatid:?} already exists");
+        }
+        let mut userlist = Vec::new();
+        for m in members {
+            let canonical = st.lookup_user(m).unwrap_or_else(|| {
+                panic!("fake WeCom add_chat: member {m:?} is not in the directory (call add_users first)")
+            });
+            push_unique(&mut userlist, canonical);
+        }
+        if !(APPCHAT_MIN_MEMBERS..=APPCHAT_MAX_MEMBERS).contains(&userlist.len()) {
+            panic!(
+                "fake WeCom add_chat: a chat needs {APPCHAT_MIN_MEMBERS}..={APPCHAT_MAX_MEMBERS} distinct members, got {}",
+                userlist.len()
+            );
+        }
+        let owner = st
+            .lookup_user(owner)
+            .filter(|o| userlist.contains(o))
+            .unwrap_or_else(|| panic!("fake WeCom add_chat: owner {owner:?} is not one of the members"));
+        st.chats.insert(
+            chatid.to_string(),
+            ChatState {
+                chatid: chatid.to_string(),
+                app,
+                name: String::new(),
+                owner,
+                members: userlist,
+                deliveries: Vec::new(),
+            },
+        );
+    }
+
+    /// Whether the app(s) with this agent id may use appchat/* (in WeCom: whether the app's
+    /// visible range is the root department). Default for every app added with
+    /// [`FakeWeCom::add_app`]: `true`. When `false`, every appchat call with that app's
+    /// token answers 60011. Panics if no app has that agent id.
+    pub fn allow_appchat(&self, agent_id: i64, allowed: bool) {
+        let mut st = self.shared.lock();
+        let mut found = false;
+        for app in st.apps.iter_mut().filter(|a| a.agent_id == agent_id) {
+            app.appchat_allowed = allowed;
+            found = true;
+        }
+        assert!(
+            found,
+            "fake WeCom allow_appchat: no app with agent id {agent_id} (call add_app first)"
+        );
+    }
+
+    /// Full request bodies of every appchat/send accepted (errcode 0) for this chat, in
+    /// order, including messages silently dropped for some or all members (see
+    /// [`FakeWeCom::chat_deliveries`] and [`FakeWeCom::appchat_silently_dropped`]).
+    pub fn chat_messages(&self, chatid: &str) -> Vec<Value> {
+        self.chat_deliveries(chatid).into_iter().map(|d| d.body).collect()
+    }
+
+    /// Every accepted appchat/send for this chat, in order, with the members it reached
+    /// and those it was silently dropped for.
+    pub fn chat_deliveries(&self, chatid: &str) -> Vec<ChatDelivery> {
+        self.shared
+            .lock()
+            .chats
+            .get(chatid)
+            .map(|c| c.deliveries.clone())
+            .unwrap_or_default()
+    }
+
+    /// The chat as stored, in the shape appchat/get answers in `chat_info`:
+    /// `{chatid, name, owner, userlist, chat_type: 0}`. `None` if no such chat.
+    pub fn chat_info(&self, chatid: &str) -> Option<Value> {
+        self.shared.lock().chats.get(chatid).map(ChatState::info)
+    }
+
+    /// (message, member) pairs silently dropped by the appchat per-member limits
+    /// (200 a minute, 10,000 a day per app and member, across all the app's chats).
+    pub fn appchat_silently_dropped(&self) -> usize {
+        self.shared.lock().appchat_silently_dropped
+    }
+
+    /// Faults for the next calls of appchat/send, FIFO.
+    pub fn inject_appchat_faults(&self, faults: Vec<Fault>) {
+        self.inject_appchat_endpoint_faults(Endpoint::AppchatSend, faults);
+    }
+
+    /// Faults for the next calls of one appchat endpoint (create, get, update or send),
+    /// FIFO per endpoint. Panics for a non-appchat endpoint.
+    pub fn inject_appchat_endpoint_faults(&self, endpoint: Endpoint, faults: Vec<Fault>) {
+        assert!(
+            endpoint.is_appchat(),
+            "fake WeCom: {endpoint:?} is not an appchat endpoint"
+        );
+        self.shared
+            .lock()
+            .appchat_faults
+            .entry(endpoint)
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Requests received by one appchat endpoint (including failed and faulted ones).
+    pub fn appchat_calls(&self, endpoint: Endpoint) -> usize {
+        self.shared
+            .lock()
+            .appchat_calls
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for FakeWeCom {
@@ -326,6 +494,8 @@ struct AppReg {
     secret: String,
     agent_id: i64,
     current_token: Option<String>,
+    /// Whether the app's visible range is the root department (required by appchat/*).
+    appchat_allowed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -370,6 +540,43 @@ struct State {
     requests: Vec<RecordedRequest>,
     rng: Rng,
     msg_counter: u64,
+    // ---- appchat ----
+    chats: HashMap<String, ChatState>,
+    /// corp id -> instants of successful appchat/create (rolling day)
+    appchat_creations: HashMap<String, VecDeque<Instant>>,
+    /// corp id -> instants of successful appchat/update (rolling hour)
+    appchat_updates: HashMap<String, VecDeque<Instant>>,
+    /// (app index, lower-cased user) -> appchat deliveries within the last day
+    appchat_member_log: HashMap<(usize, String), VecDeque<Instant>>,
+    /// corp id -> (instant, person-messages) of accepted appchat/send within the last hour
+    appchat_corp_log: HashMap<String, VecDeque<(Instant, usize)>>,
+    appchat_silently_dropped: usize,
+    appchat_faults: HashMap<Endpoint, VecDeque<Fault>>,
+    appchat_calls: HashMap<Endpoint, usize>,
+}
+
+struct ChatState {
+    chatid: String,
+    /// Index into `State::apps` of the app that created it.
+    app: usize,
+    name: String,
+    /// Directory spelling.
+    owner: String,
+    /// Directory spelling, in the order given.
+    members: Vec<String>,
+    deliveries: Vec<ChatDelivery>,
+}
+
+impl ChatState {
+    fn info(&self) -> Value {
+        json!({
+            "chatid": self.chatid,
+            "name": self.name,
+            "owner": self.owner,
+            "userlist": self.members,
+            "chat_type": 0,
+        })
+    }
 }
 
 struct RobotState {
@@ -418,6 +625,14 @@ impl State {
             requests: Vec::new(),
             rng: Rng::seeded(),
             msg_counter: 0,
+            chats: HashMap::new(),
+            appchat_creations: HashMap::new(),
+            appchat_updates: HashMap::new(),
+            appchat_member_log: HashMap::new(),
+            appchat_corp_log: HashMap::new(),
+            appchat_silently_dropped: 0,
+            appchat_faults: HashMap::new(),
+            appchat_calls: HashMap::new(),
         }
     }
 
@@ -447,6 +662,33 @@ impl State {
                  https://open.work.weixin.qq.com/devtool/query?e={code}"
             ),
         })
+    }
+
+    /// The `access_token` query parameter: 41001 missing, 40014 unknown or invalidated,
+    /// 42001 expired. Answers the index of the app the token belongs to.
+    fn check_token(&self, req: &HttpRequest) -> Result<usize, Fail> {
+        let q = parse_query(req.query_string());
+        let token = q
+            .get("access_token")
+            .filter(|s| !s.is_empty())
+            .ok_or((41001, "access_token missing"))?;
+        let now = self.now();
+        let info = self.tokens.get(token).ok_or((40014, "invalid access_token"))?;
+        match info.killed {
+            Some(Kill::Invalidated) => Err((40014, "invalid access_token")),
+            Some(Kill::Expired) => Err((42001, "access_token expired")),
+            None if info.expires_at <= now => Err((42001, "access_token expired")),
+            None => Ok(info.app),
+        }
+    }
+
+    /// Directory spelling of a user id (matched case-insensitively).
+    fn lookup_user(&self, id: &str) -> Option<String> {
+        let lc = id.to_lowercase();
+        self.users
+            .iter()
+            .find(|(l, _)| *l == lc)
+            .map(|(_, canonical)| canonical.clone())
     }
 
     // ---- gettoken ----
@@ -596,22 +838,8 @@ impl State {
             return Err((43002, "require POST method").into());
         }
         // 1. token
-        let q = parse_query(req.query_string());
-        let token = q
-            .get("access_token")
-            .filter(|s| !s.is_empty())
-            .ok_or((41001, "access_token missing"))?;
+        let token_app = self.check_token(req)?;
         let now = self.now();
-        let info = self.tokens.get(token).ok_or((40014, "invalid access_token"))?;
-        match info.killed {
-            Some(Kill::Invalidated) => return Err((40014, "invalid access_token").into()),
-            Some(Kill::Expired) => return Err((42001, "access_token expired").into()),
-            None if info.expires_at <= now => {
-                return Err((42001, "access_token expired").into());
-            }
-            None => {}
-        }
-        let token_app = info.app;
 
         // 2. body
         let body: Value = serde_json::from_slice(raw).map_err(|_| (47001, "data format error"))?;
@@ -775,6 +1003,460 @@ impl State {
             });
         }
         Ok(ok)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// appchat: app group chats (应用群聊)
+//
+// Sources: WeCom's pages "创建群聊会话" (appchat/create), "获取群聊会话" (appchat/get),
+// "修改群聊会话" (appchat/update), "应用推送消息" (appchat/send), the "全局错误码" list and
+// "主动调用频率限制". Errcodes the fake answers, beyond the token/JSON ones message/send uses:
+//
+//   60011   the app's visible range is not the root department. The pages only say "只允许
+//           企业自建应用调用,且应用的可见范围必须是根部门"; 60011 ("no privilege to
+//           access/modify contact/party/agent") is what developers report WeCom answering.
+//   86001   参数 chatid 不合法: malformed chatid; on appchat/send also an unknown chatid
+//           (developers report WeCom answering 86001 "chatid invalid" there, not 86003).
+//   86003   参数 chatid 不存在: unknown chatid (appchat/get, appchat/update).
+//   86004   参数 群名不合法: name longer than 50 characters. The pages say a longer name is
+//           truncated ("超过将截断"); the fake refuses it instead (stricter).
+//   86005   参数 群主不合法: owner not in the directory, or present but empty.
+//   86006   群成员数过多或过少: fewer than 2 or more than APPCHAT_MAX_MEMBERS members.
+//   86007   不合法的群成员: a userlist member (create) not in the directory.
+//   86008   非法操作非自己创建的群: a chat created by another app ("chatid所代表的群必须是
+//           该应用所创建").
+//   86201   参数 需要chatid: chatid missing (get, update, send).
+//   86203   参数 需要群主: update removes the owner without naming a new one ("del_user_list
+//           包含群主时本字段必填").
+//   86204   参数 需要群成员: userlist missing (create).
+//   86205   参数 字符串chatid过长: chatid longer than 32 characters.
+//   86206   参数 数字chatid过大: an all-digit chatid. WeCom treats those as numeric ids and
+//           does not say how large is too large; the fake refuses every all-digit chatid.
+//   86207   群主不在群成员列表: owner not among the members.
+//   86215   会话ID已经存在: chatid already used (compared case-insensitively: stricter).
+//   86216   存在非法会话成员ID: update's add_user_list names a user not in the directory, or
+//           del_user_list a user not in the chat (the list's own explanation of 86216).
+//   40008   msgtype not one the "应用推送消息" page lists (template_card and
+//           miniprogram_notice are message/send only).
+//   40007 / 41006  media_id invalid / missing: the fake stores no media, so every image,
+//           voice, video, file and mpnews message is refused with 40007.
+//   40074   news with safe=1 ("news消息不支持保密消息类型").
+//   45009   1,000 chats created a day per corp; 100 updates an hour per corp; 20,000
+//           person-messages a minute or 150,000 an hour per corp. The pages do not say which
+//           errcode these limits answer; 45009 is the global "接口调用超过限制".
+//   Content errcodes (44004, 45002, 40058, 41016, 41033, 41010, 45034, 40094, 44003,
+//   45008) exactly as message/send: the same validators.
+//
+// Stricter choices where the pages are vague or disagree:
+// - Members: "至多2000人" in the parameter table, but the limits say "最大不可超过2000人
+//   (含应用)", the app included: the fake allows at most 1,999 users.
+// - Creations: "每企业创建群数不可超过1000/天" counts per corp (all apps together), over a
+//   rolling day (a calendar day would allow 2,000 around midnight).
+// - Updates: an older copy says 100 an hour per corp, the current one 1,000: the fake uses 100.
+// - Per member: "每个成员在群中收到的同一个应用的消息不可超过200条/分,1万条/天,超过会被丢弃,
+//   而接口不会报错", counted per (app, member) across all the app's chats, rolling windows.
+//   Separate from message/send's 30/minute counter.
+// - Corp volume: "未认证或小型企业不可超过 15w 人次/小时" — the fake applies the smallest
+//   tier. A message counts once per chat member, delivered or not.
+// - enable_duplicate_check / duplicate_check_interval are not documented for appchat/send:
+//   ignored, so identical messages are all delivered.
+// - Empty strings for optional fields (name on update, owner, chatid) are refused rather than
+//   treated as absent.
+
+/// Group chat limits.
+pub const APPCHAT_NAME_MAX_CHARS: usize = 50;
+pub const APPCHAT_CHATID_MAX_CHARS: usize = 32;
+pub const APPCHAT_MIN_MEMBERS: usize = 2;
+/// "最大不可超过2000人(含应用)": 2,000 including the app.
+pub const APPCHAT_MAX_MEMBERS: usize = 1999;
+pub const APPCHAT_CREATIONS_PER_DAY: usize = 1000;
+pub const APPCHAT_UPDATES_PER_HOUR: usize = 100;
+pub const APPCHAT_MEMBER_PER_MINUTE: usize = 200;
+pub const APPCHAT_MEMBER_PER_DAY: usize = 10_000;
+pub const APPCHAT_CORP_PERSONS_PER_MINUTE: usize = 20_000;
+pub const APPCHAT_CORP_PERSONS_PER_HOUR: usize = 150_000;
+
+/// msgtypes the "应用推送消息" page lists.
+const APPCHAT_MSGTYPES: [&str; 9] = [
+    "text", "image", "voice", "video", "file", "textcard", "news", "mpnews", "markdown",
+];
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `[0-9a-zA-Z]{1,32}`: the only shape a stored chatid can have.
+fn chatid_shape_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= APPCHAT_CHATID_MAX_CHARS && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A chatid chosen by the caller of appchat/create.
+fn check_new_chatid(id: &str) -> Result<(), Fail> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err((86001, "invalid chatid"));
+    }
+    if id.chars().count() > APPCHAT_CHATID_MAX_CHARS {
+        return Err((86205, "chatid too long"));
+    }
+    if id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err((86206, "numeric chatid too large"));
+    }
+    Ok(())
+}
+
+/// A group name: at most 50 characters (not bytes).
+fn check_chat_name(name: &str) -> Result<(), Fail> {
+    if name.chars().count() > APPCHAT_NAME_MAX_CHARS {
+        return Err((86004, "invalid chat name"));
+    }
+    Ok(())
+}
+
+/// A list of user ids: absent/null -> None; anything but an array of strings -> 40058.
+fn id_list<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<Vec<&'a str>>, Fail> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().ok_or((40058, "invalid parameter type")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err((40058, "invalid parameter type")),
+    }
+}
+
+/// image / voice / video / file: `{"media_id": ...}`. The fake stores no media, so every
+/// media_id is invalid.
+fn check_media(obj: &Map<String, Value>, msgtype: &str) -> Result<(), Fail> {
+    let media = section(obj, msgtype, (41006, "media_id missing"))?;
+    required_str(media, "media_id", (41006, "media_id missing"))?;
+    Err((40007, "invalid media_id"))
+}
+
+/// mpnews: 1..=8 articles with title and thumb_media_id (always invalid here: no media).
+fn check_mpnews(obj: &Map<String, Value>) -> Result<(), Fail> {
+    let news = section(obj, "mpnews", (44003, "empty news"))?;
+    let articles = array(news, "articles")?;
+    if articles.is_empty() {
+        return Err((44003, "empty news"));
+    }
+    if articles.len() > NEWS_MAX_ARTICLES {
+        return Err((45008, "article size out of limit"));
+    }
+    for article in articles {
+        let a = article.as_object().ok_or((40058, "invalid article"))?;
+        required_str(a, "title", (41016, "title missing"))?;
+        required_str(a, "thumb_media_id", (41006, "thumb_media_id missing"))?;
+    }
+    Err((40007, "invalid media_id"))
+}
+
+/// Drops instants older than `window` from the front.
+fn prune(log: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+    while log.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        log.pop_front();
+    }
+}
+
+impl State {
+    fn appchat(&mut self, endpoint: Endpoint, req: &HttpRequest, body: &[u8]) -> Value {
+        let result = match endpoint {
+            Endpoint::AppchatCreate => self.appchat_create(req, body),
+            Endpoint::AppchatGet => self.appchat_get(req),
+            Endpoint::AppchatUpdate => self.appchat_update(req, body),
+            Endpoint::AppchatSend => self.appchat_send(req, body),
+            _ => unreachable!("not an appchat endpoint"),
+        };
+        match result {
+            Ok(v) => v,
+            Err((code, msg)) => self.error(code, msg),
+        }
+    }
+
+    fn chat_exists_ci(&self, chatid: &str) -> bool {
+        self.chats.keys().any(|k| k.eq_ignore_ascii_case(chatid))
+    }
+
+    /// Method, token and the app's right to use appchat; answers the app index.
+    fn appchat_caller(&self, req: &HttpRequest, method: Method) -> Result<usize, Fail> {
+        if req.method() != method {
+            return Err(if method == Method::GET {
+                (43001, "require GET method")
+            } else {
+                (43002, "require POST method")
+            });
+        }
+        let app = self.check_token(req)?;
+        if !self.apps[app].appchat_allowed {
+            return Err((60011, "no privilege to access/modify contact/party/agent"));
+        }
+        Ok(app)
+    }
+
+    /// A chat this app created, by a chatid from a request.
+    fn own_chat(&self, app: usize, chatid: Option<&str>, unknown: Fail) -> Result<String, Fail> {
+        let chatid = chatid
+            .filter(|s| !s.is_empty())
+            .ok_or((86201, "chatid missing"))?;
+        if !chatid_shape_ok(chatid) {
+            return Err((86001, "invalid chatid"));
+        }
+        let chat = self.chats.get(chatid).ok_or(unknown)?;
+        if chat.app != app {
+            return Err((86008, "chat not created by this app"));
+        }
+        Ok(chatid.to_string())
+    }
+
+    fn json_body(raw: &[u8]) -> Result<Map<String, Value>, Fail> {
+        match serde_json::from_slice::<Value>(raw) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err((47001, "data format error")),
+        }
+    }
+
+    // ---- appchat/create ----
+
+    fn appchat_create(&mut self, req: &HttpRequest, raw: &[u8]) -> Result<Value, Fail> {
+        let app = self.appchat_caller(req, Method::POST)?;
+        let obj = Self::json_body(raw)?;
+
+        let list = id_list(&obj, "userlist")?.ok_or((86204, "chat member list missing"))?;
+        let size_ok = |n: usize| (APPCHAT_MIN_MEMBERS..=APPCHAT_MAX_MEMBERS).contains(&n);
+        if !size_ok(list.len()) {
+            return Err((86006, "invalid chat member list size"));
+        }
+        let mut members = Vec::new();
+        for id in list {
+            let canonical = self.lookup_user(id).ok_or((86007, "invalid chat member"))?;
+            push_unique(&mut members, canonical);
+        }
+        // ["alice", "ALICE"] is one member
+        if !size_ok(members.len()) {
+            return Err((86006, "invalid chat member list size"));
+        }
+
+        let owner = match get_str(&obj, "owner")? {
+            // WeCom picks a random member; the fake picks the first
+            None => members[0].clone(),
+            Some(o) => {
+                let canonical = self.lookup_user(o).ok_or((86005, "invalid chat owner"))?;
+                if !members.contains(&canonical) {
+                    return Err((86207, "chat owner not in member list"));
+                }
+                canonical
+            }
+        };
+
+        let name = get_str(&obj, "name")?.unwrap_or("").to_string();
+        check_chat_name(&name)?;
+
+        let chatid = match get_str(&obj, "chatid")? {
+            Some(id) => {
+                check_new_chatid(id)?;
+                if self.chat_exists_ci(id) {
+                    return Err((86215, "chatid already exists"));
+                }
+                id.to_string()
+            }
+            None => loop {
+                let id = self.rng.alnum(APPCHAT_CHATID_MAX_CHARS);
+                if check_new_chatid(&id).is_ok() && !self.chat_exists_ci(&id) {
+                    break id;
+                }
+            },
+        };
+
+        let now = self.now();
+        let corp = self.apps[app].corp_id.clone();
+        let log = self.appchat_creations.entry(corp).or_default();
+        prune(log, now, DAY);
+        if log.len() >= APPCHAT_CREATIONS_PER_DAY {
+            return Err((45009, "api freq out of limit"));
+        }
+        log.push_back(now);
+
+        self.chats.insert(
+            chatid.clone(),
+            ChatState {
+                chatid: chatid.clone(),
+                app,
+                name,
+                owner,
+                members,
+                deliveries: Vec::new(),
+            },
+        );
+        Ok(json!({"errcode": 0, "errmsg": "ok", "chatid": chatid}))
+    }
+
+    // ---- appchat/get ----
+
+    fn appchat_get(&mut self, req: &HttpRequest) -> Result<Value, Fail> {
+        let app = self.appchat_caller(req, Method::GET)?;
+        let q = parse_query(req.query_string());
+        let chatid = self.own_chat(
+            app,
+            q.get("chatid").map(String::as_str),
+            (86003, "chatid not exist"),
+        )?;
+        Ok(json!({"errcode": 0, "errmsg": "ok", "chat_info": self.chats[&chatid].info()}))
+    }
+
+    // ---- appchat/update ----
+
+    fn appchat_update(&mut self, req: &HttpRequest, raw: &[u8]) -> Result<Value, Fail> {
+        let app = self.appchat_caller(req, Method::POST)?;
+        let obj = Self::json_body(raw)?;
+        let chatid = self.own_chat(app, get_str(&obj, "chatid")?, (86003, "chatid not exist"))?;
+
+        let name = get_str(&obj, "name")?;
+        if let Some(name) = name {
+            if name.is_empty() {
+                return Err((86004, "invalid chat name"));
+            }
+            check_chat_name(name)?;
+        }
+        let mut add = Vec::new();
+        for id in id_list(&obj, "add_user_list")?.unwrap_or_default() {
+            let canonical = self.lookup_user(id).ok_or((86216, "invalid chat member id"))?;
+            push_unique(&mut add, canonical);
+        }
+        let chat = &self.chats[&chatid];
+        let mut del = Vec::new();
+        for id in id_list(&obj, "del_user_list")?.unwrap_or_default() {
+            let canonical = self
+                .lookup_user(id)
+                .filter(|c| chat.members.contains(c))
+                .ok_or((86216, "invalid chat member id"))?;
+            push_unique(&mut del, canonical);
+        }
+        if add.iter().any(|u| del.contains(u)) {
+            return Err((40058, "user in both add_user_list and del_user_list"));
+        }
+        let mut members: Vec<String> = chat
+            .members
+            .iter()
+            .filter(|m| !del.contains(m))
+            .cloned()
+            .collect();
+        for u in add {
+            push_unique(&mut members, u);
+        }
+        let owner = match get_str(&obj, "owner")? {
+            None if del.contains(&chat.owner) => return Err((86203, "chat owner required")),
+            None => chat.owner.clone(),
+            Some(o) => {
+                let canonical = self.lookup_user(o).ok_or((86005, "invalid chat owner"))?;
+                if !members.contains(&canonical) {
+                    return Err((86207, "chat owner not in member list"));
+                }
+                canonical
+            }
+        };
+        if !(APPCHAT_MIN_MEMBERS..=APPCHAT_MAX_MEMBERS).contains(&members.len()) {
+            return Err((86006, "invalid chat member list size"));
+        }
+
+        let now = self.now();
+        let corp = self.apps[app].corp_id.clone();
+        let log = self.appchat_updates.entry(corp).or_default();
+        prune(log, now, HOUR);
+        if log.len() >= APPCHAT_UPDATES_PER_HOUR {
+            return Err((45009, "api freq out of limit"));
+        }
+        log.push_back(now);
+
+        let chat = self.chats.get_mut(&chatid).expect("checked above");
+        if let Some(name) = name {
+            chat.name = name.to_string();
+        }
+        chat.owner = owner;
+        chat.members = members;
+        Ok(json!({"errcode": 0, "errmsg": "ok"}))
+    }
+
+    // ---- appchat/send ----
+
+    fn appchat_send(&mut self, req: &HttpRequest, raw: &[u8]) -> Result<Value, Fail> {
+        let app = self.appchat_caller(req, Method::POST)?;
+        let obj = Self::json_body(raw)?;
+        let chatid = self.own_chat(app, get_str(&obj, "chatid")?, (86001, "invalid chatid"))?;
+
+        let msgtype = match obj.get("msgtype") {
+            Some(Value::String(s)) if APPCHAT_MSGTYPES.contains(&s.as_str()) => s.clone(),
+            _ => return Err((40008, "invalid message type")),
+        };
+        // enable_duplicate_check / duplicate_check_interval / enable_id_trans are not
+        // documented for appchat/send: ignored (every accepted message is delivered).
+        if flag(&obj, "safe")? == 1 && msgtype == "news" {
+            return Err((40074, "news msg not support safe"));
+        }
+        match msgtype.as_str() {
+            "text" => check_text(&obj)?,
+            "markdown" => check_markdown(&obj)?,
+            "textcard" => check_textcard(&obj)?,
+            "news" => check_news(&obj)?,
+            "mpnews" => check_mpnews(&obj)?,
+            "image" | "voice" | "video" | "file" => check_media(&obj, &msgtype)?,
+            _ => unreachable!("msgtype validated above"),
+        }
+
+        // corp-wide volume, in person-messages (every member counts, delivered or not)
+        let now = self.now();
+        let members = self.chats[&chatid].members.clone();
+        let persons = members.len();
+        let corp = self.apps[app].corp_id.clone();
+        let corp_log = self.appchat_corp_log.entry(corp).or_default();
+        while corp_log
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= HOUR)
+        {
+            corp_log.pop_front();
+        }
+        let last_minute: usize = corp_log
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) < MINUTE)
+            .map(|(_, n)| n)
+            .sum();
+        let last_hour: usize = corp_log.iter().map(|(_, n)| n).sum();
+        if last_minute + persons > APPCHAT_CORP_PERSONS_PER_MINUTE
+            || last_hour + persons > APPCHAT_CORP_PERSONS_PER_HOUR
+        {
+            return Err((45009, "api freq out of limit"));
+        }
+        corp_log.push_back((now, persons));
+
+        // per (app, member): beyond 200 a minute or 10,000 a day, silently dropped
+        let mut delivered_to = Vec::new();
+        let mut dropped_for = Vec::new();
+        for m in members {
+            let log = self
+                .appchat_member_log
+                .entry((app, m.to_lowercase()))
+                .or_default();
+            prune(log, now, DAY);
+            let last_minute = log
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < MINUTE)
+                .count();
+            if last_minute >= APPCHAT_MEMBER_PER_MINUTE || log.len() >= APPCHAT_MEMBER_PER_DAY {
+                dropped_for.push(m);
+            } else {
+                log.push_back(now);
+                delivered_to.push(m);
+            }
+        }
+        self.appchat_silently_dropped += dropped_for.len();
+        self.chats
+            .get_mut(&chatid)
+            .expect("checked above")
+            .deliveries
+            .push(ChatDelivery {
+                body: Value::Object(obj),
+                delivered_to,
+                dropped_for,
+            });
+        Ok(json!({"errcode": 0, "errmsg": "ok"}))
     }
 }
 
@@ -1109,6 +1791,48 @@ async fn robot_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Sha
     finish(&shared, Endpoint::Robot, &req, &body, reply)
 }
 
+async fn appchat_handler(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let fault = {
+        let mut st = shared.lock();
+        *st.appchat_calls.entry(endpoint).or_default() += 1;
+        st.appchat_faults.get_mut(&endpoint).and_then(VecDeque::pop_front)
+    };
+    let reply = match apply_fault(fault).await {
+        Some(r) => r,
+        None => Reply::Json(shared.lock().appchat(endpoint, &req, &body)),
+    };
+    finish(&shared, endpoint, &req, &body, reply)
+}
+
+async fn appchat_create_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    appchat_handler(Endpoint::AppchatCreate, req, body, shared).await
+}
+
+async fn appchat_get_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    appchat_handler(Endpoint::AppchatGet, req, body, shared).await
+}
+
+async fn appchat_update_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    appchat_handler(Endpoint::AppchatUpdate, req, body, shared).await
+}
+
+async fn appchat_send_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    appchat_handler(Endpoint::AppchatSend, req, body, shared).await
+}
+
 async fn not_found() -> HttpResponse {
     html(StatusCode::NOT_FOUND)
 }
@@ -1197,6 +1921,14 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// `len` characters of `[A-Za-z0-9]` (generated chatids).
+    fn alnum(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| ALPHABET[(self.next_u64() % 62) as usize] as char)
+            .collect()
     }
 
     /// `len` characters of `[A-Za-z0-9_-]` (URL-safe, like real tokens).

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, Once, OnceLock};
 
-use alertmanager_wecom::runtime::{ConfigSource, Runtime};
-use alertmanager_wecom::startup::{Application, Shutdown};
+use alertmanager_wecom::http::{Application, Shutdown};
+use alertmanager_wecom::service::{ConfigSource, Runtime};
 
 use crate::fake_wecom::FakeWeCom;
 
@@ -15,9 +15,7 @@ pub const SECRET_MARK: &str = "TESTSECRET";
 pub const OPS_SECRET: &str = "TESTSECRET-ops-4f9c1d2e8a7b";
 pub const OPS_AGENT: i64 = 1000002;
 
-pub const CRASHLOOP: &str = include_str!("../fixtures/firing-crashloop.json");
-pub const UNICODE_MARKUP: &str = include_str!("../fixtures/firing-unicode-markup.json");
-pub const RESOLVED: &str = include_str!("../fixtures/resolved-targetdown.json");
+pub use alertmanager_wecom::render::samples::{CRASHLOOP, RESOLVED, UNICODE_MARKUP};
 
 /// Routes used by most tests: team db → textcard to alice + party 2; team pay → markdown
 /// to alice; everything else → text to tag 1.

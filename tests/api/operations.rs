@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use alertmanager_wecom::runtime::ConfigSource;
+use alertmanager_wecom::service::ConfigSource;
 use futures_util::future::join_all;
 
 use crate::fake_wecom::Fault;

@@ -196,9 +196,11 @@ async fn two_apps_each_use_their_own_token() {
 #[tokio::test]
 async fn a_robot_posts_to_its_chat_and_mentions_the_owners() {
     let app = spawn(TestConfig::routes(&format!(
-        r#"routes:
+        r#"robots:
+  - {{name: dba-chat, key: {ROBOT_KEY}}}
+routes:
   - name: db-chat
-    robot: {{name: dba-chat, key: {ROBOT_KEY}}}
+    robot: dba-chat
     msgtype: text
     mention: {{users: ["{{{{labels.owner}}}}"], mobiles: ["13800000000"]}}
 "#
@@ -222,7 +224,7 @@ async fn a_robot_posts_to_its_chat_and_mentions_the_owners() {
 #[tokio::test]
 async fn a_robot_markdown_message_mentions_with_userid_tags_and_may_be_long() {
     let app = spawn(TestConfig::routes(&format!(
-        "routes:\n  - {{name: chat, robot: {{key: {ROBOT_KEY}}}, msgtype: markdown, mention: {{users: [\"{{{{labels.owner}}}}\"]}}}}\n"
+        "robots: [{{name: chat, key: {ROBOT_KEY}}}]\nroutes:\n  - {{name: chat, robot: chat, msgtype: markdown, mention: {{users: [\"{{{{labels.owner}}}}\"]}}}}\n"
     )))
     .await;
     app.wecom.add_robot(ROBOT_KEY);
@@ -244,7 +246,7 @@ async fn a_robot_markdown_message_mentions_with_userid_tags_and_may_be_long() {
 #[tokio::test]
 async fn robot_errors_are_classified_like_app_errors() {
     let app = spawn(TestConfig::routes(&format!(
-        "routes:\n  - {{name: chat, robot: {{key: {ROBOT_KEY}}}, msgtype: markdown_v2}}\n"
+        "robots: [{{name: chat, key: {ROBOT_KEY}}}]\nroutes:\n  - {{name: chat, robot: chat, msgtype: markdown_v2}}\n"
     )))
     .await;
     // Not registered: WeCom answers 93000 (invalid key or robot removed) — permanent.
@@ -264,7 +266,7 @@ async fn robot_errors_are_classified_like_app_errors() {
 #[tokio::test]
 async fn a_robot_over_20_messages_a_minute_holds_the_rest_back() {
     let app = spawn(TestConfig::routes(&format!(
-        "routes:\n  - {{name: chat, robot: {{key: {ROBOT_KEY}}}, msgtype: text}}\n"
+        "robots: [{{name: chat, key: {ROBOT_KEY}}}]\nroutes:\n  - {{name: chat, robot: chat, msgtype: text}}\n"
     )))
     .await;
     app.wecom.add_robot(ROBOT_KEY);

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use crate::harness::*;
+use alertmanager_wecom::render::samples::CRASHLOOP;
 
-/// A webhook body as Alertmanager 0.25 sends it.
-const CRASHLOOP: &str = include_str!("../fixtures/firing-crashloop.json");
+use crate::harness::*;
 
 #[tokio::test]
 #[ignore = "needs prometheus-alertmanager: apt-get install -y prometheus-alertmanager; run with cargo test --test e2e -- --ignored"]

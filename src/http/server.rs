@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpServer};
 use log::{info, warn};
 use sha2::{Digest, Sha256};
 
-use crate::ingest::auth::refusal;
-use crate::ingest::handler::{error_response, receive_alerts};
-use crate::ingest::payload::WebhookPayload;
-use crate::runtime::Runtime;
+use super::admin::{healthy, metrics, ready, reload, render_preview};
+use super::admission::Admission;
+use super::alerts::{prepare_metrics, receive_alerts};
+use crate::service::Runtime;
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -40,11 +39,17 @@ impl Application {
                 dry_run.join(", ")
             );
         }
+        prepare_metrics(&runtime.metrics);
+        let admission = web::Data::new(Admission::new(
+            settings.max_concurrent_requests,
+            settings.max_queued_requests,
+        ));
         let runtime = web::Data::new(runtime);
         let shared = runtime.clone().into_inner();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(runtime.clone())
+                .app_data(admission.clone())
                 .route("/alerts", web::post().to(receive_alerts))
                 .route("/metrics", web::get().to(metrics))
                 .route("/-/healthy", web::get().to(healthy))
@@ -219,71 +224,5 @@ fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         } else {
             out.push(path);
         }
-    }
-}
-
-async fn metrics(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
-    let auth = &runtime.service().config.server.auth;
-    if auth.protect_metrics {
-        if let Some(refused) = refusal(auth, &request) {
-            return refused;
-        }
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(runtime.metrics.encode())
-}
-
-async fn healthy(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
-    let auth = &runtime.service().config.server.auth;
-    if auth.protect_health {
-        if let Some(refused) = refusal(auth, &request) {
-            return refused;
-        }
-    }
-    HttpResponse::Ok().body("OK\n")
-}
-
-async fn ready(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
-    if !runtime.is_ready() {
-        return HttpResponse::ServiceUnavailable().body("shutting down\n");
-    }
-    healthy(request, runtime).await
-}
-
-#[derive(serde::Deserialize)]
-struct RenderQuery {
-    route: Option<String>,
-}
-
-/// `POST /-/render[?route=NAME]` with a webhook payload: the exact WeCom requests it would
-/// produce, as `alertmanager-wecom render` prints them. Sends nothing.
-async fn render_preview(
-    request: HttpRequest,
-    body: web::Bytes,
-    query: web::Query<RenderQuery>,
-    runtime: web::Data<Runtime>,
-) -> HttpResponse {
-    let service = runtime.service();
-    if let Some(refused) = refusal(&service.config.server.auth, &request) {
-        return refused;
-    }
-    match WebhookPayload::parse(&body) {
-        Ok(payload) => HttpResponse::Ok().json(service.preview(&payload, query.route.as_deref())),
-        Err(error) => error_response(StatusCode::BAD_REQUEST, &error.to_string()),
-    }
-}
-
-/// `POST /-/reload`: 200 when the new configuration is in use, 400 with the reason when it
-/// was rejected (the old one keeps serving).
-async fn reload(request: HttpRequest, runtime: web::Data<Runtime>) -> HttpResponse {
-    if let Some(refused) = refusal(&runtime.service().config.server.auth, &request) {
-        return refused;
-    }
-    let worker = runtime.clone().into_inner();
-    match tokio::task::spawn_blocking(move || worker.reload()).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "reloaded" })),
-        Ok(Err(message)) => error_response(StatusCode::BAD_REQUEST, &message),
-        Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "reload failed unexpectedly"),
     }
 }

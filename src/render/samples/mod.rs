@@ -1,17 +1,21 @@
 //! Sample notifications every route's template is rendered against before a configuration
 //! is accepted (`check`, start-up, reload), so a template that breaks only on a resolved
 //! alert, a big group or a missing label is caught before it has to page someone.
+//! The JSON files beside this one were captured from a real Alertmanager 0.25; tests use
+//! them too, through the constants below.
 
 use serde_json::json;
 
-use crate::ingest::payload::WebhookPayload;
+use crate::model::WebhookPayload;
 
-/// Captured from a real Alertmanager.
-const CAPTURED: [&str; 3] = [
-    include_str!("../../tests/fixtures/firing-crashloop.json"),
-    include_str!("../../tests/fixtures/firing-unicode-markup.json"),
-    include_str!("../../tests/fixtures/resolved-targetdown.json"),
-];
+/// A firing group of one crash-looping pod (with a second, already resolved alert).
+pub const CRASHLOOP: &str = include_str!("firing-crashloop.json");
+/// Firing alerts whose labels and annotations are full of markup, emoji and CJK text.
+pub const UNICODE_MARKUP: &str = include_str!("firing-unicode-markup.json");
+/// A resolved group of down targets.
+pub const RESOLVED: &str = include_str!("resolved-targetdown.json");
+
+const CAPTURED: [&str; 3] = [CRASHLOOP, UNICODE_MARKUP, RESOLVED];
 
 /// Firing, resolved, markup-laden, a group too big for one message, and an alert with
 /// nothing but a name.

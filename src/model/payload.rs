@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use super::labels::LabelSet;
+use super::labels::LabelSet;
 
 /// One webhook notification: a group of alerts. Unknown fields (newer Alertmanager
 /// versions add some) are ignored; only `alerts` is required.
@@ -41,6 +41,8 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
+    pub const ALL: [AlertStatus; 2] = [AlertStatus::Firing, AlertStatus::Resolved];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Firing => "firing",
@@ -151,8 +153,8 @@ impl WebhookPayload {
 mod tests {
     use super::*;
 
-    const CRASHLOOP: &str = include_str!("../../tests/fixtures/firing-crashloop.json");
-    const RESOLVED: &str = include_str!("../../tests/fixtures/resolved-targetdown.json");
+    const CRASHLOOP: &str = include_str!("../render/samples/firing-crashloop.json");
+    const RESOLVED: &str = include_str!("../render/samples/resolved-targetdown.json");
 
     #[test]
     fn a_captured_firing_payload_parses_with_a_zero_end_time_as_none() {

@@ -1,22 +1,22 @@
-//! `POST /alerts`.
+//! `POST /alerts`: authenticates, admits, reads and parses the webhook, hands it to the
+//! service's pipeline, and answers with the status that makes Alertmanager's retry logic
+//! do the right thing (200 delivered, 503 retry, 422 rejected, 4xx malformed).
 
 use actix_web::http::header::{ContentLength, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use futures_util::future::join_all;
 use futures_util::StreamExt;
-use log::{debug, warn};
+use log::warn;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::SemaphorePermit;
 
+use super::admission::Admission;
 use super::auth::refusal;
-use super::payload::{AlertStatus, WebhookPayload};
-use crate::config::RouteConfig;
-use crate::deliver::{Outcome, RouteReport};
-use crate::route::{Notification, RoutingPlan};
-use crate::runtime::{Admission, Runtime};
-use crate::service::Service;
+use crate::deliver::RouteReport;
+use crate::metrics::Metrics;
+use crate::model::WebhookPayload;
+use crate::service::{Runtime, Service, Verdict};
 
 /// The response body: what happened to each route's share of the notification.
 #[derive(Debug, Serialize)]
@@ -30,13 +30,14 @@ pub async fn receive_alerts(
     request: HttpRequest,
     body: web::Payload,
     runtime: web::Data<Runtime>,
+    admission: web::Data<Admission>,
 ) -> HttpResponse {
     // The configuration this request started with serves it to the end, reload or not.
     let service = runtime.service();
     let response = match refusal(&service.config.server.auth, &request) {
         Some(refused) => refused,
-        None => match runtime.admission().enter().await {
-            Some(_slot) => read_and_handle(&request, body, &service, runtime.admission()).await,
+        None => match admission.enter().await {
+            Some(_slot) => read_and_handle(&request, body, &service, &admission).await,
             None => {
                 warn!("refused a webhook: too many in flight (server.max_concurrent_requests + max_queued_requests)");
                 let mut response = error_response(
@@ -140,170 +141,42 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
             return error_response(StatusCode::BAD_REQUEST, &error.to_string());
         }
     };
-    if payload.version != "4" {
-        debug!(
-            "webhook payload version {:?}; handling it as version 4",
-            payload.version
-        );
-    }
-    for alert in &payload.alerts {
-        service
-            .metrics
-            .alerts_received
-            .with_label_values(&[alert.status.as_str()])
-            .inc();
-    }
-
-    let RoutingPlan {
-        notifications,
-        unresolved,
-        unrouted,
-    } = service.router.plan(&payload.alerts);
-    if !unrouted.is_empty() {
-        service.metrics.alerts_unrouted.inc_by(unrouted.len() as u64);
-        let names: Vec<&str> = unrouted.iter().map(|a| a.name()).collect();
-        warn!(
-            "{} alert(s) of group {} matched no route and were not delivered (add a catch-all route): {}",
-            names.len(),
-            payload.group_key,
-            names.join(", ")
-        );
-    }
-
     drop(body);
-    // Render everything, then let go of the payload (a 1,000-alert group is megabytes of
-    // label maps) before waiting on WeCom: a delivery needs the route, the recipients, the
-    // rendered message and the alerts' identity, not the alerts.
-    let prepared: Vec<_> = notifications
-        .into_iter()
-        .map(|notification| {
-            let rendered = service.renderer.render(
-                notification.route,
-                &payload,
-                &notification.alerts,
-                &notification.mentions.users,
-            );
-            let identity = service.notifier.alerts_identity(&notification.alerts);
-            let alerts = notification.alerts.len();
-            // The same notification without its alerts, so it no longer borrows the payload.
-            let addressed = Notification {
-                route: notification.route,
-                alerts: Vec::new(),
-                recipients: notification.recipients,
-                mentions: notification.mentions,
-                group: notification.group,
-            };
-            (addressed, alerts, identity, rendered)
-        })
-        .collect();
-    // Recipients that resolved to nobody: fail loudly rather than drop the alerts.
-    let mut failed = Vec::new();
-    for unresolved in &unresolved {
-        let route = unresolved.route;
-        service
-            .metrics
-            .recipients_unresolved
-            .with_label_values(&[&route.name])
-            .inc_by(unresolved.alerts.len() as u64);
-        let names: Vec<&str> = unresolved.alerts.iter().map(|a| a.name()).collect();
-        let error = format!(
-            "route {:?}: the recipients in `to` resolved to nobody for {} alert(s) ({}) and the route has no fallback_to",
-            route.name,
-            names.len(),
-            names.join(", ")
-        );
-        failed.push(failed_before_sending(
-            service,
-            route,
-            unresolved.alerts.len(),
-            error,
-        ));
-    }
-    // Counted only for the debug line; a big group is thousands of alerts.
-    let firing = if log::log_enabled!(log::Level::Debug) {
-        payload
-            .alerts
-            .iter()
-            .filter(|a| a.status == AlertStatus::Firing)
-            .count()
-    } else {
-        0
-    };
-    let total_alerts = payload.alerts.len();
-    let unrouted = unrouted.len();
-    let group_key = payload.group_key.clone();
-    drop(unresolved);
+    let prepared = service.prepare(&payload);
+    // Let go of the payload and the processing turn before waiting on WeCom: a delivery
+    // needs what was prepared, not the alerts.
     drop(payload);
     drop(permit);
-    let group_key = &group_key;
-    let deliveries = prepared
-        .iter()
-        .map(|(notification, alerts, identity, rendered)| async move {
-            let route = notification.route;
-            match rendered {
-                Ok(message) => {
-                    service
-                        .notifier
-                        .deliver(notification, identity.as_deref(), group_key, message)
-                        .await
-                }
-                Err(error) => failed_before_sending(service, route, *alerts, error.to_string()),
-            }
-        });
-    let mut routes = join_all(deliveries).await;
-    routes.extend(failed);
-
-    // Retryable trouble anywhere: 503, so Alertmanager retries; routes already accepted
-    // are remembered and not sent again. Otherwise a permanent refusal: 422, so
-    // Alertmanager counts the failure without hammering.
-    let (status, summary) = if routes.iter().any(|r| r.outcome == Outcome::FailedTransient) {
-        (StatusCode::SERVICE_UNAVAILABLE, "retry")
-    } else if routes.iter().any(|r| r.outcome == Outcome::FailedPermanent) {
-        (StatusCode::UNPROCESSABLE_ENTITY, "rejected")
-    } else {
-        (StatusCode::OK, "ok")
+    let report = service.deliver(prepared).await;
+    let verdict = report.verdict();
+    let status = match verdict {
+        Verdict::Delivered => StatusCode::OK,
+        Verdict::Retry => StatusCode::SERVICE_UNAVAILABLE,
+        Verdict::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
     };
-    debug!(
-        "group {}: {} alert(s) ({} firing), answered {}",
-        group_key,
-        total_alerts,
-        firing,
-        status.as_u16()
-    );
     HttpResponse::build(status).json(WebhookReport {
-        status: summary,
-        routes,
-        unrouted,
+        status: verdict.as_str(),
+        routes: report.routes,
+        unrouted: report.unrouted,
     })
 }
 
-/// The report (and metric, and log line) for a message that could not even be built.
-fn failed_before_sending(
-    service: &Service,
-    route: &RouteConfig,
-    alerts: usize,
-    error: String,
-) -> RouteReport {
-    warn!("{error}");
-    service
-        .metrics
-        .notifications
-        .with_label_values(&[
-            &route.name,
-            route.target_name(),
-            Outcome::FailedPermanent.as_str(),
-        ])
-        .inc();
-    RouteReport {
-        route: route.name.clone(),
-        target: route.target_name().to_string(),
-        msgtype: route.msgtype.as_str(),
-        alerts,
-        messages: 0,
-        outcome: Outcome::FailedPermanent,
-        cut: false,
-        errcode: None,
-        error: Some(error),
+/// The statuses `/alerts` answers: the label values of `webhooks_received_total`.
+const ANSWERED: [StatusCode; 8] = [
+    StatusCode::OK,
+    StatusCode::BAD_REQUEST,
+    StatusCode::UNAUTHORIZED,
+    StatusCode::REQUEST_TIMEOUT,
+    StatusCode::PAYLOAD_TOO_LARGE,
+    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    StatusCode::UNPROCESSABLE_ENTITY,
+    StatusCode::SERVICE_UNAVAILABLE,
+];
+
+/// Pre-initialises the series of every status `/alerts` answers.
+pub fn prepare_metrics(metrics: &Metrics) {
+    for status in ANSWERED {
+        metrics.webhooks.with_label_values(&[status.as_str()]);
     }
 }
 

@@ -23,7 +23,7 @@ use std::str::FromStr;
 
 use regex::Regex;
 
-use crate::ingest::payload::LabelSet;
+use super::labels::LabelSet;
 
 /// A matcher's operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,43 +1,33 @@
-//! What outlives a configuration reload: the HTTP connection pool, access tokens, rate
-//! counts and the record of accepted messages. A reload that keeps an app's credentials
-//! keeps its token, and messages accepted before a reload are still not sent twice.
+//! What of the WeCom side outlives a configuration reload: the HTTP connection pool and
+//! the access tokens. A reload that keeps an app's credentials keeps its token.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::api::WeComApi;
-use super::ledger::DeliveryLedger;
-use super::rate_budget::RateBudget;
 use super::token::AccessTokenCache;
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
-pub struct DeliveryState {
+pub struct Clients {
     pub api: WeComApi,
-    pub ledger: DeliveryLedger,
-    pub metrics: Metrics,
     /// By app name, corp, API URL and a hash of the secret: new credentials, new cache.
     tokens: Mutex<HashMap<[u8; 32], Arc<AccessTokenCache>>>,
-    /// By target kind and name.
-    budgets: Mutex<HashMap<String, Arc<RateBudget>>>,
 }
 
-impl DeliveryState {
-    pub fn new(metrics: Metrics, dedup_window: Duration) -> DeliveryState {
-        DeliveryState {
-            api: WeComApi::new(metrics.clone()),
-            ledger: DeliveryLedger::new(dedup_window),
-            metrics,
+impl Clients {
+    pub fn new(metrics: Metrics) -> Clients {
+        Clients {
+            api: WeComApi::new(metrics),
             tokens: Mutex::default(),
-            budgets: Mutex::default(),
         }
     }
 
-    /// The token cache for this app and secret, shared with earlier configurations.
+    /// The token cache for this app and secret, shared with earlier configurations and
+    /// with every target that sends through the app.
     pub fn token_cache(&self, app: &AppConfig, secret: &Secret) -> Arc<AccessTokenCache> {
         let mut hasher = Sha256::new();
         for part in [
@@ -60,18 +50,9 @@ impl DeliveryState {
                     secret.clone(),
                     &app.api_url,
                     self.api.clone(),
-                    self.metrics.clone(),
+                    self.api.metrics(),
                 ))
             })
-            .clone()
-    }
-
-    /// The rate budget named `key`, created by `make` the first time.
-    pub fn budget(&self, key: &str, make: fn() -> RateBudget) -> Arc<RateBudget> {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        budgets
-            .entry(key.to_string())
-            .or_insert_with(|| Arc::new(make()))
             .clone()
     }
 }

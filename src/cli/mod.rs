@@ -1,20 +1,20 @@
-//! The command line: serve (default) and `check`.
+//! The command line: serve (default), `check`, `render`, `route` and `appchat`.
 
+mod appchat;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use log::{error, info};
 
-use std::io::Write;
-
 use crate::config::Config;
-use crate::ingest::payload::WebhookPayload;
+use crate::http::Application;
+use crate::model::WebhookPayload;
 use crate::route::explain::{explain, parse_labels};
 use crate::route::Router;
-use crate::runtime::{ConfigSource, Runtime};
-use crate::service::Service;
-use crate::startup::Application;
+use crate::service::{ConfigSource, Runtime, Service};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long, value_name = "ANNOTATIONS", default_value = "")]
         annotations: String,
     },
+    /// Create or inspect an app group chat (a chat a route can post to with `chat:`).
+    #[command(subcommand)]
+    Appchat(appchat::AppchatCommand),
 }
 
 /// Entry point of the binary.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
             ref labels,
             ref annotations,
         }) => route(cli.config.as_deref(), labels, annotations),
+        Some(Command::Appchat(ref command)) => appchat::run(cli.config.as_deref(), command),
         None => serve(cli),
     }
 }
@@ -105,12 +109,8 @@ fn init_logging(format: LogFormat) {
     builder.init();
 }
 
-fn load(path: Option<&Path>) -> Result<Config, String> {
-    match path {
-        Some(path) => Config::from_file(path),
-        None => Config::bundled_example(),
-    }
-    .map_err(|e| e.to_string())
+pub(crate) fn load(path: Option<&Path>) -> Result<Config, String> {
+    ConfigSource::from_option(path).load().map_err(|e| e.to_string())
 }
 
 fn check(path: Option<&Path>) -> ExitCode {
@@ -205,7 +205,7 @@ fn render(path: Option<&Path>, payload: &str, route: Option<&str>) -> ExitCode {
 
 fn route(path: Option<&Path>, labels: &str, annotations: &str) -> ExitCode {
     let result = load(path).and_then(|config| {
-        let router = Router::new(&config.routes)?;
+        let router = Router::new(&config.routes).map_err(|e| e.to_string())?;
         let labels = parse_labels(labels)?;
         let annotations = if annotations.is_empty() {
             Default::default()

@@ -1,0 +1,105 @@
+//! The service: one configuration assembled into a pipeline (route → render → deliver),
+//! used alike by the HTTP handler, the CLI and the tests. Replaced as a whole on reload; a
+//! request keeps the `Service` it started with until it is done.
+
+mod notify;
+mod preview;
+pub mod runtime;
+
+use crate::config::{Config, ConfigError};
+use crate::deliver::{Clients, Notifier};
+use crate::metrics::Metrics;
+use crate::render::{RenderError, Renderer, TemplateError};
+use crate::route::recipients::RecipientTemplateError;
+use crate::route::Router;
+use crate::state::DeliveryStore;
+
+pub use notify::{Prepared, Report, Verdict};
+pub use preview::Preview;
+pub use runtime::{ConfigSource, Runtime};
+
+/// Why a configuration could not be turned into a running service.
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Templates(#[from] TemplateError),
+    /// A route's template failed on one of the sample notifications.
+    #[error("{0} (rendering a sample notification)")]
+    Sample(RenderError),
+    #[error(transparent)]
+    Recipients(#[from] RecipientTemplateError),
+}
+
+/// What outlives a configuration reload: metrics, WeCom clients and tokens, and the
+/// delivery state.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub clients: Clients,
+    pub store: DeliveryStore,
+}
+
+impl Shared {
+    /// In-memory delivery state and fresh metrics.
+    pub fn new() -> Shared {
+        let metrics = Metrics::new();
+        Shared {
+            clients: Clients::new(metrics.clone()),
+            store: DeliveryStore::in_memory(),
+            metrics,
+        }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
+/// The pipeline for one configuration.
+pub struct Service {
+    pub config: Config,
+    pub router: Router,
+    pub renderer: Renderer,
+    pub notifier: Notifier,
+    pub metrics: Metrics,
+}
+
+impl Service {
+    /// Loads the templates, checks every route's template exists and renders each against
+    /// sample notifications. `dry_run` makes every target log instead of send.
+    pub fn new(config: Config, dry_run: bool, shared: &Shared) -> Result<Service, AssemblyError> {
+        let renderer = Renderer::new(&config.templates)?;
+        renderer.check_routes(&config.routes)?;
+        let metrics = shared.metrics.clone();
+        let notifier = Notifier::new(
+            &config,
+            &shared.clients,
+            shared.store.clone(),
+            metrics.clone(),
+            dry_run,
+        );
+        renderer
+            .check_with_samples(&config.routes, |route| notifier.limits(route))
+            .map_err(AssemblyError::Sample)?;
+        let router = Router::new(&config.routes)?;
+        for route in &config.routes {
+            metrics.messages_cut.with_label_values(&[&route.name]);
+            metrics.recipients_unresolved.with_label_values(&[&route.name]);
+        }
+        Ok(Service {
+            config,
+            router,
+            renderer,
+            notifier,
+            metrics,
+        })
+    }
+
+    /// A service with state of its own, for one-off use (`check`, `render`, tests).
+    pub fn standalone(config: Config, dry_run: bool) -> Result<Service, AssemblyError> {
+        Service::new(config, dry_run, &Shared::new())
+    }
+}
