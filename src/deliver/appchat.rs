@@ -160,9 +160,10 @@ impl NewChat {
         if chars == 0 || chars > 50 {
             return invalid(format!("--name must be 1 to 50 characters, got {chars}"));
         }
-        if !(2..=2000).contains(&self.users.len()) {
+        // "At most 2000, the app included" (创建群聊会话): 1999 people at the most.
+        if !(2..=1999).contains(&self.users.len()) {
             return invalid(format!(
-                "--users must name 2 to 2000 members, got {}",
+                "--users must name 2 to 1999 members (WeCom's 2000 counts the app), got {}",
                 self.users.len()
             ));
         }

@@ -1,5 +1,6 @@
 //! Integration tests: the real application, over HTTP, against a fake WeCom server.
 
+mod appchat;
 mod auth;
 mod cli;
 mod delivery;
