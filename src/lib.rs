@@ -18,3 +18,6 @@ pub mod route;
 pub mod secret;
 pub mod service;
 pub mod state;
+
+#[cfg(test)]
+mod docs_tests;

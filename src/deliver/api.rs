@@ -178,13 +178,9 @@ impl WeComApi {
         body: &Value,
         timeout: Duration,
     ) -> Result<SendReceipt, WeComError> {
-        let request = self
-            .http
-            .post(url.get(Endpoint::MessageSend)?)
-            .query(&[("access_token", token.expose())])
-            .json(body)
-            .timeout(timeout);
-        let reply = self.call(Endpoint::MessageSend, request).await?;
+        let reply = self
+            .post(Endpoint::MessageSend, url, ("access_token", token), body, timeout)
+            .await?;
         let list = |value: Option<String>| -> Vec<String> {
             value
                 .unwrap_or_default()
@@ -209,13 +205,9 @@ impl WeComApi {
         body: &Value,
         timeout: Duration,
     ) -> Result<(), WeComError> {
-        let request = self
-            .http
-            .post(url.get(Endpoint::RobotSend)?)
-            .query(&[("key", key.expose())])
-            .json(body)
-            .timeout(timeout);
-        self.call(Endpoint::RobotSend, request).await.map(|_| ())
+        self.post(Endpoint::RobotSend, url, ("key", key), body, timeout)
+            .await
+            .map(|_| ())
     }
 
     /// `POST appchat/send?access_token=…` (an app group chat).
@@ -226,15 +218,27 @@ impl WeComApi {
         body: &Value,
         timeout: Duration,
     ) -> Result<SendReceipt, WeComError> {
-        let request = self
-            .http
-            .post(url.get(Endpoint::AppchatSend)?)
-            .query(&[("access_token", token.expose())])
-            .json(body)
-            .timeout(timeout);
-        self.call(Endpoint::AppchatSend, request)
+        self.post(Endpoint::AppchatSend, url, ("access_token", token), body, timeout)
             .await
             .map(|_| SendReceipt::default())
+    }
+
+    /// A JSON `POST` with its credential (`access_token` or a robot's `key`) in the query.
+    async fn post(
+        &self,
+        endpoint: Endpoint,
+        url: &MethodUrl,
+        (name, credential): (&'static str, &Secret),
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Reply, WeComError> {
+        let request = self
+            .http
+            .post(url.get(endpoint)?)
+            .query(&[(name, credential.expose())])
+            .json(body)
+            .timeout(timeout);
+        self.call(endpoint, request).await
     }
 
     /// `POST endpoint?access_token=…` with `body`, answering the whole reply: for the
@@ -247,21 +251,21 @@ impl WeComApi {
         body: &Value,
         timeout: Duration,
     ) -> Result<Value, WeComError> {
-        let request = match endpoint {
+        let reply = match endpoint {
             // appchat/get takes its chatid as a query parameter.
-            Endpoint::AppchatGet => self.http.get(url.get(endpoint)?).query(&[
-                ("access_token", token.expose()),
-                ("chatid", body["chatid"].as_str().unwrap_or_default()),
-            ]),
-            _ => self
-                .http
-                .post(url.get(endpoint)?)
-                .query(&[("access_token", token.expose())])
-                .json(body),
+            Endpoint::AppchatGet => {
+                let request = self.http.get(url.get(endpoint)?).query(&[
+                    ("access_token", token.expose()),
+                    ("chatid", body["chatid"].as_str().unwrap_or_default()),
+                ]);
+                self.call(endpoint, request.timeout(timeout)).await?
+            }
+            _ => {
+                self.post(endpoint, url, ("access_token", token), body, timeout)
+                    .await?
+            }
         };
-        self.call(endpoint, request.timeout(timeout))
-            .await
-            .map(|reply| reply.whole)
+        Ok(reply.whole)
     }
 
     async fn call(&self, endpoint: Endpoint, request: reqwest::RequestBuilder) -> Result<Reply, WeComError> {

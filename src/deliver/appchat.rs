@@ -267,10 +267,10 @@ mod tests {
         type Change = fn(&mut NewChat);
         let cases: [(Change, &str); 5] = [
             (|c| c.name = "名".repeat(51), "1 to 50 characters"),
-            (|c| c.users.truncate(1), "2 to 2000 members"),
+            (|c| c.users.truncate(1), "2 to 1999 members"),
             (
-                |c| c.users = (0..2001).map(|i| format!("u{i}")).collect(),
-                "2 to 2000",
+                |c| c.users = (0..2000).map(|i| format!("u{i}")).collect(),
+                "2 to 1999",
             ),
             (|c| c.owner = "carol".into(), "must be one of --users"),
             (|c| c.chat_id = Some("no-dashes".into()), "--chatid"),

@@ -1,7 +1,7 @@
 //! A strict in-process fake of the WeCom (企业微信) server API, for tests.
 //!
 //! Serves `GET {base}gettoken` and `POST {base}message/send` on 127.0.0.1 with the
-//! behaviour described in `/work/shared/wecom-api.md`: errcodes in HTTP 200 JSON bodies,
+//! behaviour described in `docs/wecom-api.md`: errcodes in HTTP 200 JSON bodies,
 //! one token per (corp, app), early invalidation, recipient validation, byte limits,
 //! duplicate check and the silent 30/minute per-member drop. Where the real service is
 //! ambiguous the fake is the stricter one. Faults can be injected per endpoint (FIFO), and
@@ -585,7 +585,7 @@ struct RobotState {
     sent_at: VecDeque<Instant>,
 }
 
-/// Group robot limits (shared/wecom-api.md §5).
+/// Group robot limits (docs/wecom-api.md#group-robots).
 pub const ROBOT_PER_MINUTE: usize = 20;
 pub const ROBOT_TEXT_MAX_BYTES: usize = 2048;
 pub const ROBOT_MARKDOWN_MAX_BYTES: usize = 4096;
