@@ -29,6 +29,9 @@ pub struct Metrics {
     pub invalid_recipients: IntCounterVec,
     pub member_rate_limited: IntCounterVec,
     pub recipients_unresolved: IntCounterVec,
+    /// 1 while the configured shared state store is unreachable and local state is used.
+    pub state_degraded: IntGauge,
+    pub state_backend: IntGaugeVec,
     config_reload_successful: IntGauge,
     config_reload_timestamp: Gauge,
 }
@@ -133,6 +136,25 @@ impl Metrics {
             "Alerts not delivered because the route's recipients resolved to nobody and it has no fallback_to.",
             &["route"],
         );
+        let state_degraded = IntGauge::with_opts(Opts::new(
+            "state_degraded",
+            "1 while the configured shared state store (Redis) is unreachable and this replica delivers on local state; 0 otherwise.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_degraded.clone()))
+            .expect("unique metric");
+        let state_backend = IntGaugeVec::new(
+            Opts::new(
+                "state_backend_info",
+                "The configured delivery state backend; the value is always 1.",
+            ),
+            &["backend"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(state_backend.clone()))
+            .expect("unique metric");
         let config_reload_successful = IntGauge::with_opts(Opts::new(
             "config_last_reload_successful",
             "Whether the last configuration reload attempt was successful (1) or not (0).",
@@ -166,6 +188,8 @@ impl Metrics {
             invalid_recipients,
             member_rate_limited,
             recipients_unresolved,
+            state_degraded,
+            state_backend,
         }
     }
 

@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Offline checks of the rendered kustomize base; run by deploy/validate.sh.
+"""Offline checks of one rendered kustomize variant (the base deploy/kubernetes, or an overlay
+such as deploy/overlays/ha); run by deploy/validate.sh for each.
 
-usage: check_manifests.py RENDERED.yaml SECRET_EXAMPLE.yaml ALERTMANAGER.yml RULES_OUT.yml K8S_VERSION...
+usage: check_manifests.py [--same-config-as BASE_RENDERED.yaml] RENDERED.yaml SECRET_EXAMPLE.yaml
+                          ALERTMANAGER.yml RULES_OUT.yml K8S_VERSION...
 
 1. Every resource against the JSON schema of its kind: core kinds with kubernetes-validate's
    bundled schemas (strict: unknown fields are errors) for each Kubernetes version given;
    ServiceMonitor and PrometheusRule with crd-schemas.yaml beside this file. Any other kind
    is an error.
 2. That the resources fit together (selectors, port names, volumes, Secret keys, the paths in
-   config.yml, grace periods) and keep the security settings the README promises.
-3. The PrometheusRule: severity label, summary and description on every alert, and only
+   config.yml, grace periods) and keep the security settings the README promises; that
+   several replicas never run on per-replica state (replicas > 1 needs state.backend redis);
+   and, in a variant that ships Redis, that its Deployment, Service and NetworkPolicy fit the
+   service's (selectors kept apart, the Secret's redis-url names the Service and port, probes,
+   no persistence, maxmemory below the memory limit, non-root, resources, only the service's
+   pods admitted on 6379).
+3. With --same-config-as: the variant's config.yml equals the base's except for state:, and
+   the other ConfigMap keys (templates) are the same (an overlay's config.yml is a full copy).
+4. The PrometheusRule: severity label, summary and description on every alert, and only
    metrics the service exports. Its spec is written to RULES_OUT for promtool.
 Prints one line per check; exits 1 if any failed.
 """
@@ -17,6 +26,8 @@ Prints one line per check; exits 1 if any failed.
 import os
 import re
 import sys
+import urllib.parse
+from collections import Counter
 
 import jsonschema
 import kubernetes_validate
@@ -24,9 +35,14 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Secret"}
+CORE_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "Secret", "NetworkPolicy"}
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-EXPECTED_KINDS = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"}
+SERVICE = "alertmanager-wecom"        # Deployment, Service, PDB, ServiceMonitor, PrometheusRule
+REDIS = "alertmanager-wecom-redis"    # Deployment, Service, NetworkPolicy of deploy/overlays/ha
+# What a variant renders: the base's resources, plus Redis' in a variant that ships one.
+BASE_KINDS = Counter(["Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"])
+REDIS_KINDS = Counter(["Deployment", "Service", "NetworkPolicy"])
+BACKENDS = {"memory", "redis"}
 
 # What the rules may query: the service's metrics (README "Metrics", plus the reload gauges
 # that come with hot reload) and the scrape's `up`.
@@ -48,6 +64,8 @@ KNOWN_METRICS = {
     "alertmanager_wecom_build_info",
     "alertmanager_wecom_config_last_reload_successful",
     "alertmanager_wecom_config_last_reload_success_timestamp_seconds",
+    "alertmanager_wecom_state_degraded",
+    "alertmanager_wecom_state_backend_info",
     "alertmanager_wecom_process_cpu_seconds_total",
     "alertmanager_wecom_process_resident_memory_bytes",
     "alertmanager_wecom_process_virtual_memory_bytes",

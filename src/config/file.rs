@@ -24,6 +24,40 @@ pub struct ConfigFile {
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub templates: TemplatesSection,
+    #[serde(default)]
+    pub state: StateSection,
+}
+
+/// Where delivery state lives: this process (`memory`) or a store replicas share.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Redis: `redis://[:PASSWORD@]HOST:PORT/DB` (`rediss://` for TLS is not built in).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_command_timeout", with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            backend: default_backend(),
+            url: None,
+            url_file: None,
+            key_prefix: default_key_prefix(),
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +307,18 @@ fn robot_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Strin
     }
 }
 
+fn default_backend() -> String {
+    "memory".to_string()
+}
+fn default_key_prefix() -> String {
+    "alertmanager-wecom:".to_string()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_millis(250)
+}
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()
 }

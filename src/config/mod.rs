@@ -35,6 +35,35 @@ pub struct Config {
     pub robots: Vec<RobotConfig>,
     pub routes: Vec<RouteConfig>,
     pub templates: TemplateSettings,
+    pub state: StateSettings,
+}
+
+/// Where delivery state lives (chosen at start-up; a reload does not move it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSettings {
+    /// In this process: right for a single replica.
+    Memory,
+    /// A Redis-protocol store several replicas share.
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://…`, possibly with a password: a secret.
+    pub url: Secret,
+    /// Prefix of every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl StateSettings {
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StateSettings::Memory => "memory",
+            StateSettings::Redis(_) => "redis",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -326,8 +355,11 @@ impl Config {
             }
         }
 
+        let state = validate_state(raw.state, base_dir).map_err(|(key, message)| invalid(&key, message))?;
+
         Ok(Config {
             source: source.to_string(),
+            state,
             listen,
             wecom,
             server: ServerSettings {
@@ -353,6 +385,58 @@ impl Config {
 
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.iter().find(|app| app.name == name)
+    }
+}
+
+/// Validates `state:`.
+fn validate_state(raw: file::StateSection, base_dir: &Path) -> Result<StateSettings, (String, String)> {
+    let key = |field: &str| format!("state.{field}");
+    match raw.backend.as_str() {
+        "memory" => {
+            if raw.url.is_some() || raw.url_file.is_some() {
+                return Err((key("url"), "only `backend: redis` takes a url".into()));
+            }
+            Ok(StateSettings::Memory)
+        }
+        "redis" => {
+            let url = resolve_secret(raw.url, raw.url_file, base_dir)
+                .map_err(|(field, message)| (key(&field.replace("secret", "url")), message))?
+                .ok_or_else(|| (key("url"), "backend redis needs `url` or `url_file`".to_string()))?;
+            check_redis_url(url.expose()).map_err(|m| (key("url"), m))?;
+            if raw.key_prefix.contains(['{', '}']) {
+                return Err((
+                    key("key_prefix"),
+                    "must not contain { or }: they choose the Redis Cluster slot of each key".into(),
+                ));
+            }
+            for (field, value) in [
+                ("connect_timeout", raw.connect_timeout),
+                ("command_timeout", raw.command_timeout),
+            ] {
+                positive(value).map_err(|m| (key(field), m))?;
+            }
+            Ok(StateSettings::Redis(RedisSettings {
+                url,
+                key_prefix: raw.key_prefix,
+                connect_timeout: raw.connect_timeout,
+                command_timeout: raw.command_timeout,
+            }))
+        }
+        other => Err((
+            key("backend"),
+            format!("{other:?} is not a state backend (memory or redis)"),
+        )),
+    }
+}
+
+/// A Redis URL's shape, without ever echoing it (it may hold a password).
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e}); expected redis://[:PASSWORD@]HOST:PORT/DB"))?;
+    match parsed.scheme() {
+        "redis" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "redis" => Err("names no host; expected redis://[:PASSWORD@]HOST:PORT/DB".into()),
+        "rediss" => Err("TLS (rediss://) is not supported; reach Redis over a trusted network or a TLS sidecar".into()),
+        scheme => Err(format!("scheme {scheme:?} is not redis://")),
     }
 }
 

@@ -20,14 +20,14 @@ pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use crate::config::{Config, Mentions, Recipients, RouteConfig, WeComSettings};
 use crate::metrics::Metrics;
 use crate::render::{ContentLimits, RenderedMessage};
-use crate::state::DeliveryStore;
+use crate::state::{Claim, DeliveryKey, DeliveryStore};
 use api::SendReceipt;
 pub use clients::Clients;
 use identity::{delivery_key, AlertsDigest};
@@ -35,6 +35,11 @@ pub use outcome::{Outcome, RouteReport, SendFailure};
 use registry::build_targets;
 pub use target::Request;
 use target::{Audience, Parts, Target};
+
+/// How long past its delivery deadline a claim outlives a holder that died.
+const CLAIM_MARGIN: Duration = Duration::from_secs(2);
+/// How often a request waiting for another's claim looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 
 /// One route's notification, rendered and addressed: all a delivery needs (it no longer
 /// borrows the webhook's payload).
@@ -150,7 +155,6 @@ impl Notifier {
         let started = Instant::now();
         let deadline = started + self.settings.delivery_deadline;
         let target = self.target(route);
-        let budget = target.budget();
         let requests = self.requests(route, recipients, mentions, message);
         let mut report = RouteReport {
             route: route.name.clone(),
@@ -166,53 +170,43 @@ impl Notifier {
         let mut failures = Vec::new();
         for request in &requests {
             let key = alerts.map(|alerts| delivery_key(group_key, &route.name, &alerts, &request.identity));
-            if let Some(key) = &key {
-                if self.store.ledger.contains(key).await {
-                    info!(
-                        "route {}: message already accepted for this group; not sending it again",
-                        route.name
-                    );
-                    continue;
-                }
-            }
-            if target.is_dry_run() {
-                info!(
-                    "dry-run: {} {} would send: {}",
-                    target.kind().as_str(),
-                    target.name(),
-                    request.body
-                );
-                report.outcome = Outcome::DryRun;
-                continue;
-            }
-            let reservation = match self
-                .store
-                .budgets
-                .try_reserve(&budget.scope, &request.budget_keys, budget.limits)
-                .await
-            {
-                Ok(reservation) => reservation,
-                Err(over) => {
-                    self.metrics
-                        .member_rate_limited
-                        .with_label_values(&[target.name()])
-                        .inc();
-                    failures.push(SendFailure::rate_limited(target.over_budget(&over)));
-                    continue;
-                }
-            };
-            match retry::send(target, &request.body, deadline, self.settings.timeout).await {
-                Ok(receipt) => {
-                    if let Some(key) = key {
-                        self.store.ledger.record(key, self.settings.dedup_window).await;
+            let claim = match &key {
+                None => None,
+                Some(key) => match self.claim(key, deadline).await {
+                    Claim::Mine(claim) => Some((key, claim)),
+                    Claim::Accepted => {
+                        info!(
+                            "route {}: message already accepted for this group; not sending it again",
+                            route.name
+                        );
+                        continue;
                     }
+                    Claim::Held => {
+                        failures.push(SendFailure::Transient {
+                            reason: "in_flight",
+                            errcode: None,
+                            error: format!(
+                                "route {}: another request (an Alertmanager retry or HA peer, on this replica or another) is delivering this message and has not finished within wecom.delivery_deadline; retry",
+                                route.name
+                            ),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let sent = self.send(target, request, deadline).await;
+            match (&sent, claim) {
+                (Ok(Some(_)), Some((key, _))) => self.store.ledger.accepted(key, self.settings.dedup_window).await,
+                (_, Some((key, claim))) => self.store.ledger.release(key, claim).await,
+                _ => {}
+            }
+            match sent {
+                Ok(Some(receipt)) => {
                     self.note_undelivered(route, &receipt);
                     report.outcome = Outcome::Sent;
                 }
-                Err(failure) => {
-                    self.store.budgets.release(reservation).await;
-                    failures.push(failure);
-                }
+                Ok(None) => report.outcome = Outcome::DryRun,
+                Err(failure) => failures.push(failure),
             }
         }
         // A transient failure wins over a permanent one: Alertmanager's retry can still
@@ -248,6 +242,58 @@ impl Notifier {
             None => info!("{summary}"),
         }
         report
+    }
+
+    /// Claims a message before sending it. While another sender holds it, waits for its
+    /// outcome — bounded by `deadline`, after which the caller answers 503 and Alertmanager
+    /// retries.
+    async fn claim(&self, key: &DeliveryKey, deadline: Instant) -> Claim {
+        // A holder sends until its own deadline; the margin covers its last answer.
+        let hold = self.settings.delivery_deadline + CLAIM_MARGIN;
+        loop {
+            match self.store.ledger.claim(key, hold).await {
+                Claim::Held if Instant::now() + CLAIM_POLL < deadline => tokio::time::sleep(CLAIM_POLL).await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Books the request against the target's budget and sends it; `Ok(None)` in dry-run.
+    async fn send(
+        &self,
+        target: &dyn Target,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Option<SendReceipt>, SendFailure> {
+        if target.is_dry_run() {
+            info!(
+                "dry-run: {} {} would send: {}",
+                target.kind().as_str(),
+                target.name(),
+                request.body
+            );
+            return Ok(None);
+        }
+        let budget = target.budget();
+        let reservation = self
+            .store
+            .budgets
+            .try_reserve(&budget.scope, &request.budget_keys, budget.limits)
+            .await
+            .map_err(|over| {
+                self.metrics
+                    .member_rate_limited
+                    .with_label_values(&[target.name()])
+                    .inc();
+                SendFailure::rate_limited(target.over_budget(&over))
+            })?;
+        match retry::send(target, &request.body, deadline, self.settings.timeout).await {
+            Ok(receipt) => Ok(Some(receipt)),
+            Err(failure) => {
+                self.store.budgets.release(reservation).await;
+                Err(failure)
+            }
+        }
     }
 
     /// The report (and metric, and log line) of a route's message that could not even be

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::render::{RenderError, Renderer, TemplateError};
 use crate::route::recipients::RecipientTemplateError;
 use crate::route::Router;
+use crate::state::redis::StoreError;
 use crate::state::DeliveryStore;
 
 pub use notify::{Prepared, Report, Verdict};
@@ -30,6 +31,8 @@ pub enum AssemblyError {
     Sample(RenderError),
     #[error(transparent)]
     Recipients(#[from] RecipientTemplateError),
+    #[error("state: {0}")]
+    State(#[from] StoreError),
 }
 
 /// What outlives a configuration reload: metrics, WeCom clients and tokens, and the
@@ -41,20 +44,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// In-memory delivery state and fresh metrics.
-    pub fn new() -> Shared {
+    /// Fresh metrics and clients, and the delivery state `config` asks for.
+    pub fn for_config(config: &Config) -> Result<Shared, AssemblyError> {
         let metrics = Metrics::new();
-        Shared {
+        Ok(Shared {
             clients: Clients::new(metrics.clone()),
-            store: DeliveryStore::in_memory(),
+            store: DeliveryStore::from_settings(&config.state, &metrics)?,
             metrics,
-        }
-    }
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared::new()
+        })
     }
 }
 
@@ -100,6 +97,7 @@ impl Service {
 
     /// A service with state of its own, for one-off use (`check`, `render`, tests).
     pub fn standalone(config: Config, dry_run: bool) -> Result<Service, AssemblyError> {
-        Service::new(config, dry_run, &Shared::new())
+        let shared = Shared::for_config(&config)?;
+        Service::new(config, dry_run, &shared)
     }
 }

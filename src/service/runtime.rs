@@ -74,7 +74,7 @@ impl Runtime {
         listen_override: Option<SocketAddr>,
         dry_run: bool,
     ) -> Result<Runtime, AssemblyError> {
-        let shared = Shared::new();
+        let shared = Shared::for_config(&config)?;
         let service = Service::new(config, dry_run, &shared)?;
         shared.metrics.record_reload(true);
         Ok(Runtime {

@@ -1,40 +1,103 @@
 //! The record of accepted messages: remembers which messages WeCom accepted, so that when
-//! Alertmanager re-sends a group (after a partial failure, or from an HA peer) nothing
-//! already delivered goes out twice.
+//! Alertmanager re-sends a group (after a partial failure, from an HA peer, to another
+//! replica) nothing already delivered goes out twice — and claims, so that two requests
+//! for the same message at the same time do not both send it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-/// A fingerprint of one message (see `deliver::identity`).
-pub type DeliveryKey = [u8; 32];
+/// A fingerprint of one message (see `deliver::identity`): 128 bits of a SHA-256.
+pub type DeliveryKey = [u8; 16];
 
-/// Accepted messages, each remembered for the window it was recorded with.
-#[async_trait]
-pub trait Ledger: Send + Sync {
-    /// Whether a message with this key was accepted and its window has not run out.
-    async fn contains(&self, key: &DeliveryKey) -> bool;
-    /// Remembers an accepted message for `window` (nothing for a zero window).
-    async fn record(&self, key: DeliveryKey, window: Duration);
+/// Who may send a message now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This sender holds the message until it records the outcome or the hold runs out.
+    Mine(ClaimId),
+    /// WeCom accepted it already: do not send it again.
+    Accepted,
+    /// Another sender (request, replica) holds it right now.
+    Held,
 }
 
-/// Bounds memory whatever the traffic; the oldest entries go first.
-const MAX_ENTRIES: usize = 100_000;
+/// Identifies one claim, so that only its holder can give it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimId(pub u64);
 
-/// The record in this process.
+impl ClaimId {
+    /// Random, so that claims of different replicas never collide.
+    pub fn new() -> ClaimId {
+        ClaimId(fastrand::u64(..))
+    }
+}
+
+impl Default for ClaimId {
+    fn default() -> Self {
+        ClaimId::new()
+    }
+}
+
+/// Accepted messages, each remembered for the window it was recorded with, and the claims
+/// of messages being sent.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Claims `key` for `hold` (a holder that dies loses the claim when it runs out),
+    /// unless it was accepted already or another sender holds it. Atomic.
+    async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim;
+    /// Records the message as accepted for `window`, ending any claim on it.
+    async fn accepted(&self, key: &DeliveryKey, window: Duration);
+    /// Gives a claim back (the message was not accepted); another claim is left alone.
+    async fn release(&self, key: &DeliveryKey, claim: ClaimId);
+}
+
+/// Bounds memory whatever the traffic; the entries expiring first go first.
+const MAX_ENTRIES: usize = 100_000;
+/// When the record is full, this share of it (the soonest to expire) is dropped at once,
+/// so that the sweep's cost is spread over many insertions.
+const EVICT_SHARE: usize = 10;
+
+/// The record in this process. Compact: an accepted message costs one 16-byte key and an
+/// 8-byte expiry in a hash map (about 3.3 MB at [`MAX_ENTRIES`]); claims, which live for
+/// one delivery, are kept apart.
 #[derive(Default)]
 pub struct MemoryLedger {
     inner: Mutex<Entries>,
 }
 
+/// The keys are SHA-256 bits already: hashing them again would only cost time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 ^= value as u64 ^ (value >> 64) as u64;
+    }
+}
+
+type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
+
 #[derive(Default)]
 struct Entries {
-    expires: HashMap<DeliveryKey, Instant>,
-    /// In recording order. A reload may change the window, so this is not quite expiry
-    /// order; `expires` is the truth, this only bounds and trims it.
-    order: VecDeque<(Instant, DeliveryKey)>,
+    /// Key → when its record expires, in milliseconds since `epoch`.
+    accepted: KeyMap<u64>,
+    claims: KeyMap<(ClaimId, Instant)>,
+    epoch: Option<Instant>,
 }
 
 impl MemoryLedger {
@@ -43,53 +106,94 @@ impl MemoryLedger {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // The map stays consistent even if a holder panicked; keep serving.
+        // The maps stay consistent even if a holder panicked; keep serving.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Accepted messages recorded (for tests and measurements).
+    pub fn len(&self) -> usize {
+        self.lock().accepted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Entries {
+    /// Now, in milliseconds since the first use.
+    fn now(&mut self) -> u64 {
+        let epoch = *self.epoch.get_or_insert_with(Instant::now);
+        epoch.elapsed().as_millis() as u64
+    }
+
+    fn is_accepted(&mut self, key: u128) -> bool {
+        let now = self.now();
+        match self.accepted.get(&key) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                self.accepted.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Makes room for one more record: expired ones go first, then the soonest to expire.
+    fn make_room(&mut self) {
+        if self.accepted.len() < MAX_ENTRIES {
+            return;
+        }
+        let now = self.now();
+        self.accepted.retain(|_, until| *until > now);
+        if self.accepted.len() < MAX_ENTRIES {
+            return;
+        }
+        let mut expiries: Vec<u64> = self.accepted.values().copied().collect();
+        let cut = expiries.len() / EVICT_SHARE;
+        let (_, threshold, _) = expiries.select_nth_unstable(cut);
+        let threshold = *threshold;
+        self.accepted.retain(|_, until| *until > threshold);
     }
 }
 
 #[async_trait]
 impl Ledger for MemoryLedger {
-    async fn contains(&self, key: &DeliveryKey) -> bool {
+    async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim {
+        let key = u128::from_le_bytes(*key);
         let mut entries = self.lock();
+        if entries.is_accepted(key) {
+            return Claim::Accepted;
+        }
         let now = Instant::now();
-        entries.expire(now);
-        entries.expires.get(key).is_some_and(|until| *until > now)
+        if entries.claims.get(&key).is_some_and(|(_, until)| *until > now) {
+            return Claim::Held;
+        }
+        if entries.claims.len() > MAX_ENTRIES {
+            entries.claims.retain(|_, (_, until)| *until > now);
+        }
+        let id = ClaimId::new();
+        entries.claims.insert(key, (id, now + hold));
+        Claim::Mine(id)
     }
 
-    async fn record(&self, key: DeliveryKey, window: Duration) {
+    async fn accepted(&self, key: &DeliveryKey, window: Duration) {
+        let key = u128::from_le_bytes(*key);
+        let mut entries = self.lock();
+        entries.claims.remove(&key);
         if window.is_zero() {
             return;
         }
+        entries.make_room();
+        let until = entries.now() + window.as_millis() as u64;
+        entries.accepted.insert(key, until);
+    }
+
+    async fn release(&self, key: &DeliveryKey, claim: ClaimId) {
+        let key = u128::from_le_bytes(*key);
         let mut entries = self.lock();
-        let now = Instant::now();
-        entries.expire(now);
-        let until = now + window;
-        entries.expires.insert(key, until);
-        entries.order.push_back((until, key));
-        while entries.order.len() > MAX_ENTRIES {
-            if let Some((until, oldest)) = entries.order.pop_front() {
-                entries.forget(&oldest, until);
-            }
-        }
-    }
-}
-
-impl Entries {
-    fn expire(&mut self, now: Instant) {
-        while let Some((until, key)) = self.order.front().copied() {
-            if until > now {
-                break;
-            }
-            self.order.pop_front();
-            self.forget(&key, until);
-        }
-    }
-
-    /// Drops `key` unless it was recorded again later (with another expiry).
-    fn forget(&mut self, key: &DeliveryKey, until: Instant) {
-        if self.expires.get(key) == Some(&until) {
-            self.expires.remove(key);
+        if entries.claims.get(&key).is_some_and(|(id, _)| *id == claim) {
+            entries.claims.remove(&key);
         }
     }
 }
@@ -98,42 +202,68 @@ impl Entries {
 mod tests {
     use super::*;
 
+    const HOLD: Duration = Duration::from_secs(10);
+
+    fn key(i: u32) -> DeliveryKey {
+        let mut key = [0; 16];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        key
+    }
+
     #[tokio::test]
-    async fn a_recorded_delivery_is_remembered_for_the_window_only() {
+    async fn an_accepted_message_is_remembered_for_its_window_only() {
         let ledger = MemoryLedger::new();
-        let key = [1; 32];
-        assert!(!ledger.contains(&key).await);
-        ledger.record(key, Duration::from_millis(50)).await;
-        assert!(ledger.contains(&key).await);
-        assert!(!ledger.contains(&[2; 32]).await);
+        let Claim::Mine(_) = ledger.claim(&key(1), HOLD).await else {
+            panic!("a new message is ours to send")
+        };
+        ledger.accepted(&key(1), Duration::from_millis(50)).await;
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Accepted);
+        assert!(matches!(ledger.claim(&key(2), HOLD).await, Claim::Mine(_)));
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(!ledger.contains(&key).await);
+        assert!(matches!(ledger.claim(&key(1), HOLD).await, Claim::Mine(_)));
+    }
+
+    #[tokio::test]
+    async fn a_held_message_is_not_claimed_twice_until_released_or_the_hold_runs_out() {
+        let ledger = MemoryLedger::new();
+        let Claim::Mine(first) = ledger.claim(&key(1), HOLD).await else {
+            panic!("ours")
+        };
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Held);
+        ledger.release(&key(1), ClaimId(first.0.wrapping_add(1))).await;
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Held, "not someone else's to release");
+        ledger.release(&key(1), first).await;
+        let Claim::Mine(_) = ledger.claim(&key(1), Duration::from_millis(20)).await else {
+            panic!("released: ours again")
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            matches!(ledger.claim(&key(1), HOLD).await, Claim::Mine(_)),
+            "a dead holder's claim runs out"
+        );
     }
 
     #[tokio::test]
     async fn a_zero_window_records_nothing_and_windows_may_differ_per_entry() {
         let ledger = MemoryLedger::new();
-        ledger.record([1; 32], Duration::ZERO).await;
-        assert!(!ledger.contains(&[1; 32]).await);
-        ledger.record([2; 32], Duration::from_secs(600)).await;
-        ledger.record([3; 32], Duration::from_millis(20)).await;
+        ledger.accepted(&key(1), Duration::ZERO).await;
+        assert!(matches!(ledger.claim(&key(1), HOLD).await, Claim::Mine(_)));
+        ledger.accepted(&key(2), Duration::from_secs(600)).await;
+        ledger.accepted(&key(3), Duration::from_millis(20)).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(
-            ledger.contains(&[2; 32]).await,
-            "a longer window outlives a shorter one"
-        );
-        assert!(!ledger.contains(&[3; 32]).await);
+        assert_eq!(ledger.claim(&key(2), HOLD).await, Claim::Accepted);
+        assert!(matches!(ledger.claim(&key(3), HOLD).await, Claim::Mine(_)));
     }
 
     #[tokio::test]
-    async fn the_record_is_bounded_and_forgets_the_oldest_first() {
+    async fn the_record_is_bounded_and_drops_the_soonest_to_expire_first() {
         let ledger = MemoryLedger::new();
-        for i in 0..=MAX_ENTRIES as u32 {
-            let mut key = [0; 32];
-            key[..4].copy_from_slice(&i.to_le_bytes());
-            ledger.record(key, Duration::from_secs(600)).await;
+        ledger.accepted(&key(0), Duration::from_secs(60)).await;
+        for i in 1..=MAX_ENTRIES as u32 {
+            ledger.accepted(&key(i), Duration::from_secs(600)).await;
         }
-        assert!(!ledger.contains(&[0; 32]).await);
-        assert_eq!(ledger.lock().expires.len(), MAX_ENTRIES);
+        assert!(ledger.len() <= MAX_ENTRIES);
+        assert!(matches!(ledger.claim(&key(0), HOLD).await, Claim::Mine(_)), "the shortest-lived went first");
+        assert_eq!(ledger.claim(&key(MAX_ENTRIES as u32), HOLD).await, Claim::Accepted);
     }
 }

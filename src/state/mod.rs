@@ -4,14 +4,19 @@
 //! Behind async traits, so that a store shared by several replicas can stand in for the
 //! in-memory one without its callers knowing which they talk to. Keys and members are
 //! opaque strings and bytes here: what they mean is the deliver layer's business. This
-//! layer imports nothing of the pipeline.
+//! layer imports only the configuration (its settings) and the metrics (its gauges).
 
 pub mod ledger;
 pub mod rate_budget;
+pub mod redis;
+mod shared;
 
 use std::sync::Arc;
 
-pub use ledger::{DeliveryKey, Ledger, MemoryLedger};
+use crate::config::StateSettings;
+use crate::metrics::Metrics;
+
+pub use ledger::{Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger};
 pub use rate_budget::{MemoryRateBudgets, RateBudgets, RateLimits, Reservation};
 
 /// The delivery state one process uses, chosen when it starts and kept across reloads.
@@ -22,6 +27,23 @@ pub struct DeliveryStore {
 }
 
 impl DeliveryStore {
+    /// The store `settings` ask for. Redis is connected to on first use, so a Redis that
+    /// is down at start-up only means starting degraded.
+    pub fn from_settings(settings: &StateSettings, metrics: &Metrics) -> Result<DeliveryStore, redis::StoreError> {
+        metrics.state_backend.with_label_values(&[settings.backend()]).set(1);
+        metrics.state_degraded.set(0);
+        match settings {
+            StateSettings::Memory => Ok(DeliveryStore::in_memory()),
+            StateSettings::Redis(redis) => {
+                let store = shared::Shared(shared::SharedStore::new(redis::RedisStore::new(redis)?, metrics.clone()));
+                Ok(DeliveryStore {
+                    ledger: Arc::new(store.clone()),
+                    budgets: Arc::new(store),
+                })
+            }
+        }
+    }
+
     /// State in this process only: right for a single replica.
     pub fn in_memory() -> DeliveryStore {
         DeliveryStore {

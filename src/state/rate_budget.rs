@@ -4,7 +4,6 @@
 //! what WeCom would drop, and the notification is retried later instead of lost.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,9 +39,12 @@ pub trait RateBudgets: Send + Sync {
 #[must_use = "release the reservation if the message is not accepted"]
 #[derive(Debug)]
 pub struct Reservation {
-    scope: String,
-    keys: Vec<String>,
-    id: u64,
+    pub(super) scope: String,
+    pub(super) keys: Vec<String>,
+    /// Random, so bookings of different replicas in a shared store never collide.
+    pub(super) id: u64,
+    /// Booked in the shared store (else in this process's).
+    pub(super) shared: bool,
 }
 
 /// Scope → key → when each message was booked, with its reservation id.
@@ -52,7 +54,6 @@ type Booked = HashMap<String, HashMap<String, VecDeque<(Instant, u64)>>>;
 #[derive(Default)]
 pub struct MemoryRateBudgets {
     sent: Mutex<Booked>,
-    next_id: AtomicU64,
 }
 
 /// Keys tracked per scope before idle ones are swept.
@@ -100,7 +101,7 @@ impl RateBudgets for MemoryRateBudgets {
         if !over.is_empty() {
             return Err(over);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = fastrand::u64(..);
         for key in keys {
             scoped.entry(key.clone()).or_default().push_back((now, id));
         }
@@ -111,6 +112,7 @@ impl RateBudgets for MemoryRateBudgets {
             scope: scope.to_string(),
             keys: keys.to_vec(),
             id,
+            shared: false,
         })
     }
 
