@@ -155,12 +155,65 @@ def selector_matches(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
-def check_consistency(by_kind, secret, am_config):
+def named(by_kind, kind, name):
+    return next((d for d in by_kind.get(kind, []) if d["metadata"].get("name") == name), None)
+
+
+def size_bytes(text):
+    """Kubernetes quantities (`128Mi`, `64M`) and Redis sizes (`64mb`, `1gb`) -> bytes."""
+    m = re.fullmatch(r"(\d+)\s*(Ki|Mi|Gi|K|M|G|kb|mb|gb|k|m|g|b)?", str(text))
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    unit = {None: 1, "b": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9,
+            "kb": 2**10, "mb": 2**20, "gb": 2**30, "k": 10**3, "m": 10**6, "g": 10**9}
+    return int(m.group(1)) * unit[m.group(2)]
+
+
+def check_hardening(who, pod, container):
+    """The security settings and resources the README promises, for any of our containers."""
+    psc = pod.get("securityContext", {})
+    csc = container.get("securityContext", {})
+    uid = csc.get("runAsUser", psc.get("runAsUser")) or 0
+    check((psc.get("runAsNonRoot") or csc.get("runAsNonRoot")) and uid > 0,
+          f"{who}: runs as a non-root numeric user ({uid})")
+    check(csc.get("readOnlyRootFilesystem") is True, f"{who}: read-only root filesystem")
+    check(csc.get("allowPrivilegeEscalation") is False, f"{who}: allowPrivilegeEscalation false")
+    check(csc.get("capabilities", {}).get("drop") == ["ALL"] and not csc.get("capabilities", {}).get("add"),
+          f"{who}: drops ALL capabilities, adds none")
+    check((csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+          f"{who}: seccomp RuntimeDefault")
+    check(pod.get("automountServiceAccountToken") is False, f"{who}: no service account token")
+    res = container.get("resources", {})
+    check(all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")),
+          f"{who}: cpu and memory requests and limits set")
+
+
+def walk(node, path=""):
+    """(path, value) of every string in a parsed YAML document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def placeholder_ok(key, value):
+    """An example Secret value: REPLACE_ME, or the in-cluster redis-url, which has no password."""
+    if value == "REPLACE_ME":
+        return True
+    url = urllib.parse.urlsplit(value)
+    return key == "redis-url" and url.scheme == "redis" and url.password is None and url.username is None
+
+
+def check_consistency(by_kind, secret, am_config, base_config_map=None):
     print("== resources fit together")
-    dep = by_kind["Deployment"][0]
-    svc = by_kind["Service"][0]
-    pdb = by_kind["PodDisruptionBudget"][0]
-    smon = by_kind["ServiceMonitor"][0]
+    dep = named(by_kind, "Deployment", SERVICE)
+    svc = named(by_kind, "Service", SERVICE)
+    pdb = named(by_kind, "PodDisruptionBudget", SERVICE)
+    smon = named(by_kind, "ServiceMonitor", SERVICE)
     cms = {d["metadata"]["name"]: d for d in by_kind["ConfigMap"]}
     spec = dep["spec"]
     pod = spec["template"]["spec"]
@@ -192,28 +245,24 @@ def check_consistency(by_kind, secret, am_config):
                   for p in probes.values()),
           "liveness /-/healthy, readiness /-/ready on the container's port")
 
-    # Availability
-    check(spec.get("replicas", 1) >= 2, f"Deployment runs {spec.get('replicas', 1)} replicas (>= 2)")
-    check(pdb["spec"].get("minAvailable") == 1, "PodDisruptionBudget minAvailable 1")
+    # Availability (how many replicas the state allows is checked with config.yml below)
+    replicas = spec.get("replicas", 1)
+    pdb_spec = pdb["spec"]
+    if "minAvailable" in pdb_spec:
+        allowed = replicas - int(pdb_spec["minAvailable"])
+        keeps = int(pdb_spec["minAvailable"])
+    else:
+        allowed = int(pdb_spec.get("maxUnavailable", 0))
+        keeps = replicas - allowed
+    check(allowed >= 1, f"PodDisruptionBudget lets a drain evict one of {replicas} replica(s) "
+          f"({'minAvailable ' + str(pdb_spec['minAvailable']) if 'minAvailable' in pdb_spec else 'maxUnavailable ' + str(pdb_spec.get('maxUnavailable'))}: never blocks it)")
+    check(replicas == 1 or keeps >= 1, f"PodDisruptionBudget keeps one of {replicas} replicas serving")
     check(any(c.get("topologyKey") == "kubernetes.io/hostname" for c in pod.get("topologySpreadConstraints", []))
           or "podAntiAffinity" in pod.get("affinity", {}),
           "replicas are spread across nodes")
 
     # Security
-    psc = pod.get("securityContext", {})
-    csc = container.get("securityContext", {})
-    check((psc.get("runAsNonRoot") or csc.get("runAsNonRoot"))
-          and (csc.get("runAsUser", psc.get("runAsUser")) or 0) > 0,
-          "runs as a non-root numeric user")
-    check(csc.get("readOnlyRootFilesystem") is True, "read-only root filesystem")
-    check(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
-    check(csc.get("capabilities", {}).get("drop") == ["ALL"] and not csc.get("capabilities", {}).get("add"),
-          "drops ALL capabilities, adds none")
-    check((csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
-          "seccomp RuntimeDefault")
-    res = container.get("resources", {})
-    check(all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")),
-          "cpu and memory requests and limits set")
+    check_hardening("alertmanager-wecom", pod, container)
 
     # Volumes: the config from a rendered ConfigMap, the secrets from the example Secret's name.
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -231,9 +280,11 @@ def check_consistency(by_kind, secret, am_config):
         return
     config = yaml.safe_load(cm["data"][config_key])
 
-    secret_keys = set((secret.get("stringData") or {}).keys()) | set((secret.get("data") or {}).keys())
-    check(all(v == "REPLACE_ME" for v in (secret.get("stringData") or {}).values()) and not secret.get("data"),
-          "secret.example.yaml holds placeholders (REPLACE_ME) only")
+    secret_values = dict(secret.get("stringData") or {})
+    secret_keys = set(secret_values) | set((secret.get("data") or {}).keys())
+    check(all(placeholder_ok(k, v) for k, v in secret_values.items()) and not secret.get("data"),
+          "secret.example.yaml holds placeholders (REPLACE_ME) only, redis-url without a password")
+    secret_dirs = {path for path, vol in mounts.items() if "secret" in vol}
 
     def secret_file_ok(path, what):
         d, key = os.path.split(path or "")
@@ -249,6 +300,17 @@ def check_consistency(by_kind, secret, am_config):
     for app in config.get("apps", []):
         check("secret" not in app, f"apps[{app.get('name')}] has no inline secret")
         secret_file_ok(app.get("secret_file"), f"apps[{app.get('name')}].secret_file")
+    # Every path under a Secret mount anywhere in config.yml (robots, state, ... too).
+    referenced = {p: v for p, v in walk(config) if os.path.dirname(v) in secret_dirs}
+    missing = sorted(f"{p}: {os.path.basename(v)}" for p, v in referenced.items()
+                     if os.path.basename(v) not in secret_keys)
+    check(not missing, f"the {len(referenced)} Secret files config.yml reads are keys of the example Secret"
+          + (f" (missing: {', '.join(missing)})" if missing else f" ({', '.join(sorted({os.path.basename(v) for v in referenced.values()}))})"))
+    env_names = {e.get("name") for e in container.get("env", [])}
+    env_refs = {m for _, v in walk(config) for m in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", v)}
+    check(env_refs <= env_names, "every ${VAR} in config.yml is set in the container's env"
+          + (f" (unset: {', '.join(sorted(env_refs - env_names))})" if env_refs - env_names else
+             f" ({', '.join(sorted(env_refs)) or 'none used'})"))
     routes = config.get("routes", [])
     check(bool(routes) and not routes[-1].get("matchers"), "config.yml ends with a catch-all route")
     tdir = (config.get("templates") or {}).get("dir")
@@ -264,6 +326,47 @@ def check_consistency(by_kind, secret, am_config):
     check(tgps > pre_stop + grace,
           f"terminationGracePeriodSeconds {tgps} > preStop {pre_stop}s + shutdown_grace {grace:g}s")
 
+    # Delivery state: per process with memory, so more than one replica needs a shared store.
+    state = config.get("state") or {}
+    backend = state.get("backend", "memory")
+    check(backend in BACKENDS, f"state.backend {backend!r} is one of {', '.join(sorted(BACKENDS))}")
+    if backend == "memory":
+        check(replicas == 1, f"{replicas} replica(s) on state.backend memory: one at most (replicas would "
+              "keep separate delivery state: duplicates, WeCom rate limits overrun)")
+    else:
+        ok(f"{replicas} replica(s) share their delivery state (state.backend {backend})")
+    redis_url = None
+    if backend == "redis":
+        has_url, has_file = bool(state.get("url")), bool(state.get("url_file"))
+        check(has_url != has_file, "state: exactly one of url and url_file")
+        if has_file:
+            secret_file_ok(state["url_file"], "state.url_file")
+            redis_url = secret_values.get(os.path.basename(state["url_file"]))
+        elif has_url:
+            inline = urllib.parse.urlsplit(state["url"])
+            check("${" in state["url"] or inline.password is None,
+                  "state.url has no inline password (use url_file or ${VAR})")
+            redis_url = None if "${" in state["url"] else state["url"]
+    else:
+        check(not (state.get("url") or state.get("url_file")), "state: no Redis URL with backend memory")
+    for key in ("connect_timeout", "command_timeout"):
+        if key in state:
+            duration_seconds(state[key])  # raises on a malformed duration
+    if "command_timeout" in state and "delivery_deadline" in (config.get("wecom") or {}):
+        check(duration_seconds(state["command_timeout"]) < duration_seconds(config["wecom"]["delivery_deadline"]),
+              "state.command_timeout < wecom.delivery_deadline")
+
+    rdep = named(by_kind, "Deployment", REDIS)
+    if backend == "redis":
+        check(rdep is not None, f"state.backend redis: the variant ships Deployment/{REDIS}")
+    else:
+        check(rdep is None, f"state.backend {backend}: no Redis shipped that nothing would use")
+    if rdep is not None:
+        check_redis(by_kind, rdep, dep, svc, pdb, smon, redis_url)
+
+    if base_config_map is not None:
+        check_same_config(cm, config_key, base_config_map)
+
     # alertmanager.yml points at this Service with the token file
     hooks = [w for r in am_config.get("receivers", []) for w in r.get("webhook_configs", [])]
     want = f"http://{svc['metadata']['name']}:{svc_ports['http']['port']}/alerts"
@@ -272,6 +375,120 @@ def check_consistency(by_kind, secret, am_config):
           f"alertmanager.yml sends webhooks to {want} (or the Service's FQDN)")
     check(all(((w.get("http_config") or {}).get("authorization") or {}).get("credentials_file") for w in hooks),
           "alertmanager.yml sends the bearer token from credentials_file")
+
+
+def check_redis(by_kind, rdep, dep, svc, pdb, smon, redis_url):
+    print(f"== the Redis for shared state ({REDIS})")
+    rsvc = named(by_kind, "Service", REDIS)
+    (netpol,) = by_kind.get("NetworkPolicy", [None])
+    rspec = rdep["spec"]
+    rpod = rspec["template"]["spec"]
+    rlabels = rspec["template"]["metadata"].get("labels", {})
+    pod_labels = dep["spec"]["template"]["metadata"].get("labels", {})
+    (rc,) = rpod["containers"]
+    rports = {p.get("name"): p["containerPort"] for p in rc.get("ports", [])}
+
+    # Selectors: Redis' own match, and the service's and Redis' never select each other's pods.
+    check(selector_matches(rspec["selector"].get("matchLabels"), rlabels),
+          "Redis Deployment selector matches its pod labels")
+    check(bool(rsvc) and rsvc["spec"].get("selector") and selector_matches(rsvc["spec"]["selector"], rlabels),
+          f"Service/{REDIS} selector matches the Redis pods")
+    spread = [c.get("labelSelector", {}).get("matchLabels")
+              for c in dep["spec"]["template"]["spec"].get("topologySpreadConstraints", [])]
+    check(not selector_matches(svc["spec"].get("selector"), rlabels)
+          and not selector_matches(pdb["spec"]["selector"].get("matchLabels"), rlabels)
+          and not any(selector_matches(s, rlabels) for s in spread if s)
+          and not selector_matches(dep["spec"]["selector"].get("matchLabels"), rlabels)
+          and not selector_matches((rsvc or {}).get("spec", {}).get("selector"), pod_labels),
+          "the service's Deployment, Service, PDB and spread constraints select no Redis pod, "
+          "nor Redis' Service the service's pods")
+    check(not selector_matches(smon["spec"]["selector"].get("matchLabels"), (rsvc or {}).get("metadata", {}).get("labels", {})),
+          "the ServiceMonitor does not select Redis' Service")
+
+    # One Redis: two behind the Service would each hold part of the state.
+    check(rspec.get("replicas", 1) == 1 and (rspec.get("strategy") or {}).get("type") == "Recreate",
+          "one Redis pod, strategy Recreate (never two side by side)")
+
+    # Ports: the redis-server --port, the containerPort, the Service and the Secret's URL agree.
+    rargs = rc.get("args", [])
+    opts = {a: (rargs[i + 1] if i + 1 < len(rargs) else None) for i, a in enumerate(rargs) if a.startswith("--")}
+    port = int(opts.get("--port") or 6379)
+    check(port in rports.values(), f"redis-server --port {port} is the containerPort")
+    rsvc_ports = (rsvc or {}).get("spec", {}).get("ports", [])
+    check(len(rsvc_ports) == 1 and (rsvc_ports[0].get("targetPort") in rports
+                                    or rsvc_ports[0].get("targetPort") in rports.values())
+          and rports.get(rsvc_ports[0].get("targetPort"), rsvc_ports[0].get("targetPort")) == port,
+          f"Service/{REDIS} port {rsvc_ports[0].get('port') if rsvc_ports else None} targets redis-server's port {port}")
+    if redis_url is None:
+        fail("no redis URL in the example Secret to check against the Service")
+    else:
+        url = urllib.parse.urlsplit(redis_url)
+        host = url.hostname or ""
+        check(url.scheme == "redis" and (host == REDIS or host.startswith(REDIS + "."))
+              and (url.port or 6379) == (rsvc_ports[0].get("port") if rsvc_ports else None),
+              f"the example Secret's redis-url {redis_url} names Service/{REDIS} and its port")
+
+    # Probes: redis-cli ping against that port, or a TCP check on it.
+    def probe_ok(probe):
+        cmd = (probe.get("exec") or {}).get("command") or []
+        if cmd:
+            p = cmd[cmd.index("-p") + 1] if "-p" in cmd[:-1] else "6379"
+            return os.path.basename(cmd[0]) in ("redis-cli", "valkey-cli") and cmd[-1].lower() == "ping" \
+                and int(p) == port
+        tcp = (probe.get("tcpSocket") or {}).get("port")
+        return tcp is not None and (rports.get(tcp) == port or tcp == port)
+    check(all(probe_ok(rc.get(k) or {}) for k in ("livenessProbe", "readinessProbe")),
+          f"Redis liveness and readiness probes (redis-cli ping or TCP) on port {port}")
+
+    # No persistence, bounded memory that Redis evicts itself before the OOM killer acts.
+    check(opts.get("--save") == "" and opts.get("--appendonly") == "no",
+          'no persistence: --save "" --appendonly no')
+    limit = ((rc.get("resources") or {}).get("limits") or {}).get("memory")
+    maxmemory, policy = opts.get("--maxmemory"), opts.get("--maxmemory-policy")
+    check(maxmemory is not None and limit is not None and size_bytes(maxmemory) < size_bytes(limit),
+          f"--maxmemory {maxmemory} below the memory limit {limit}")
+    check(policy is not None and policy != "noeviction",
+          f"--maxmemory-policy {policy} evicts when full (every key has a TTL)")
+    rvolumes = {v["name"]: v for v in rpod.get("volumes", [])}
+    check(not any("persistentVolumeClaim" in v for v in rvolumes.values())
+          and all("emptyDir" in rvolumes.get(m["name"], {}) for m in rc.get("volumeMounts", []) if not m.get("readOnly")),
+          "Redis writes only to emptyDir volumes (no PersistentVolumeClaim)")
+    image = rc.get("image", "")
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    check("@sha256:" in image or (tag and tag != "latest"), f"Redis image pinned by tag or digest ({image})")
+    check_hardening("Redis", rpod, rc)
+
+    # NetworkPolicy: Redis pods admit only the service's pods, only on the Redis port.
+    if not check(netpol is not None and selector_matches(netpol["spec"]["podSelector"].get("matchLabels"), rlabels)
+                 and netpol["spec"]["podSelector"].get("matchLabels")
+                 and not selector_matches(netpol["spec"]["podSelector"].get("matchLabels"), pod_labels),
+                 f"NetworkPolicy/{(netpol or {}).get('metadata', {}).get('name')} selects the Redis pods only"):
+        return
+    nspec = netpol["spec"]
+    rules = nspec.get("ingress", [])
+    peers_ok = all(rule.get("from") and all(set(peer) == {"podSelector"}
+                                            and selector_matches(peer["podSelector"].get("matchLabels"), pod_labels)
+                                            and peer["podSelector"].get("matchLabels")
+                                            for peer in rule["from"]) for rule in rules)
+    ports_ok = all(rule.get("ports") and all(p.get("protocol", "TCP") == "TCP"
+                                             and (p.get("port") == port or rports.get(p.get("port")) == port)
+                                             for p in rule["ports"]) for rule in rules)
+    check("Ingress" in nspec.get("policyTypes", []) and rules and peers_ok and ports_ok,
+          f"NetworkPolicy admits only alertmanager-wecom pods (same namespace), on TCP {port}")
+
+
+def check_same_config(cm, config_key, base_cm):
+    """An overlay's ConfigMap: config.yml as the base's except state:, the other keys unchanged."""
+    data, base = cm.get("data") or {}, base_cm.get("data") or {}
+    mine = yaml.safe_load(data[config_key]) or {}
+    theirs = yaml.safe_load(base.get(config_key, "")) or {}
+    differ = sorted(k for k in set(mine) | set(theirs) if k != "state" and mine.get(k) != theirs.get(k))
+    check(not differ, f"{config_key} is the base's but for state: "
+          f"({(theirs.get('state') or {}).get('backend', 'memory')} -> {(mine.get('state') or {}).get('backend', 'memory')})"
+          + (f"; also differs in: {', '.join(differ)}" if differ else ""))
+    others = sorted(k for k in set(data) | set(base) if k != config_key and data.get(k) != base.get(k))
+    check(not others, "the ConfigMap's other keys (templates) are the base's"
+          + (f" (differ: {', '.join(others)})" if others else ""))
 
 
 def metric_names(expr):
@@ -301,34 +518,50 @@ def check_rules(rule_doc, out_path):
 
 
 def main():
-    rendered, secret_path, am_path, rules_out, *versions = sys.argv[1:]
-    if not versions:
+    argv = sys.argv[1:]
+    base_rendered = None
+    if argv[:1] == ["--same-config-as"]:
+        base_rendered, argv = argv[1], argv[2:]
+    if len(argv) < 5:
         sys.exit(__doc__)
+    rendered, secret_path, am_path, rules_out, *versions = argv
     with open(rendered) as f:
         docs = [(d, "kubectl kustomize") for d in yaml.safe_load_all(f) if d]
     with open(secret_path) as f:
         (secret,) = [d for d in yaml.safe_load_all(f) if d]
     with open(am_path) as f:
         am_config = yaml.safe_load(f)
+    base_cm = None
+    if base_rendered:
+        with open(base_rendered) as f:
+            (base_cm,) = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "ConfigMap"]
 
     print(f"== rendered resources: {', '.join(name_of(d) for d, _ in docs)}")
-    kinds = [d.get("kind") for d, _ in docs]
-    check(set(kinds) == EXPECTED_KINDS and len(kinds) == len(EXPECTED_KINDS),
-          f"exactly one each of {', '.join(sorted(EXPECTED_KINDS))}")
+    kinds = Counter(d.get("kind") for d, _ in docs)
+    with_redis = any(d.get("kind") == "Deployment" and d["metadata"].get("name") == REDIS for d, _ in docs)
+    want = BASE_KINDS + (REDIS_KINDS if with_redis else Counter())
+    check(kinds == want, "the base's " + ", ".join(sorted(BASE_KINDS))
+          + (" plus Redis' Deployment, Service, NetworkPolicy" if with_redis else "")
+          + ("" if kinds == want else f" (got {dict(kinds)})"))
+    names = {(d.get("kind"), d["metadata"].get("name")) for d, _ in docs}
+    check(all((k, SERVICE) in names for k in ("Deployment", "Service", "PodDisruptionBudget",
+                                               "ServiceMonitor", "PrometheusRule"))
+          and (not with_redis or {("Service", REDIS), ("NetworkPolicy", REDIS)} <= names),
+          f"named {SERVICE}" + (f" and {REDIS}" if with_redis else ""))
     check(secret.get("kind") == "Secret" and "Secret" not in kinds,
-          "the example Secret is not part of the base (applying it never overwrites the real one)")
+          "the example Secret is not part of the variant (applying it never overwrites the real one)")
 
     validate_schemas(docs + [(secret, os.path.basename(secret_path))], versions)
 
     by_kind = {}
     for d, _ in docs:
         by_kind.setdefault(d.get("kind"), []).append(d)
-    if all(by_kind.get(k) for k in EXPECTED_KINDS):
+    if kinds == want:
         try:
-            check_consistency(by_kind, secret, am_config)
+            check_consistency(by_kind, secret, am_config, base_cm)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             fail(f"cannot cross-check the resources: {type(e).__name__}: {e}")
-        check_rules(by_kind["PrometheusRule"][0], rules_out)
+        check_rules(named(by_kind, "PrometheusRule", SERVICE) or by_kind["PrometheusRule"][0], rules_out)
 
     if failures:
         print(f"{len(failures)} check(s) failed")

@@ -431,11 +431,14 @@ fn validate_state(raw: file::StateSection, base_dir: &Path) -> Result<StateSetti
 
 /// A Redis URL's shape, without ever echoing it (it may hold a password).
 fn check_redis_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e}); expected redis://[:PASSWORD@]HOST:PORT/DB"))?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("not a URL ({e}); expected redis://[:PASSWORD@]HOST:PORT/DB"))?;
     match parsed.scheme() {
         "redis" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
         "redis" => Err("names no host; expected redis://[:PASSWORD@]HOST:PORT/DB".into()),
-        "rediss" => Err("TLS (rediss://) is not supported; reach Redis over a trusted network or a TLS sidecar".into()),
+        "rediss" => Err(
+            "TLS (rediss://) is not supported; reach Redis over a trusted network or a TLS sidecar".into(),
+        ),
         scheme => Err(format!("scheme {scheme:?} is not redis://")),
     }
 }

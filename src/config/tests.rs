@@ -318,3 +318,75 @@ fn mistakes_are_reported_with_the_file_and_key() {
         assert!(text.contains(message), "expected {message:?} in {text:?}");
     }
 }
+
+#[test]
+fn state_is_in_memory_by_default_or_in_redis_with_a_secret_url() {
+    assert_eq!(load(MINIMAL).unwrap().state, StateSettings::Memory);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("redis-url"),
+        "redis://:TESTSECRET-redis@redis.internal:6379/2\n",
+    )
+    .unwrap();
+    let yaml = format!("{MINIMAL}\nstate: {{backend: redis, url_file: redis-url, command_timeout: 100ms}}\n");
+    let config = Config::from_yaml(&yaml, "test.yml", dir.path()).unwrap();
+    let StateSettings::Redis(redis) = &config.state else {
+        panic!("redis")
+    };
+    assert_eq!(
+        redis.url.expose(),
+        "redis://:TESTSECRET-redis@redis.internal:6379/2"
+    );
+    assert_eq!(redis.key_prefix, "alertmanager-wecom:");
+    assert_eq!(redis.command_timeout, Duration::from_millis(100));
+    assert_eq!(redis.connect_timeout, Duration::from_secs(1));
+    assert!(!format!("{config:?}").contains("TESTSECRET"));
+}
+
+#[test]
+fn state_mistakes_are_named_without_showing_the_url() {
+    let cases = [
+        ("{backend: redis}", "state.url", "needs `url` or `url_file`"),
+        (
+            "{backend: redis, url: 'rediss://:TESTSECRET-pw@r:6380'}",
+            "state.url",
+            "TLS",
+        ),
+        (
+            "{backend: redis, url: 'http://:TESTSECRET-pw@r:6379'}",
+            "state.url",
+            "not redis://",
+        ),
+        (
+            "{backend: redis, url: 'not a url TESTSECRET-pw'}",
+            "state.url",
+            "not a URL",
+        ),
+        (
+            "{backend: redis, url: 'redis://r', key_prefix: '{x}'}",
+            "state.key_prefix",
+            "Cluster slot",
+        ),
+        (
+            "{backend: redis, url: 'redis://r', command_timeout: 0s}",
+            "state.command_timeout",
+            "greater than 0",
+        ),
+        ("{backend: etcd}", "state.backend", "memory or redis"),
+        ("{url: 'redis://r'}", "state.url", "only `backend: redis`"),
+        (
+            "{backend: redis, url_file: /nonexistent/redis-url}",
+            "state.url_file",
+            "/nonexistent/redis-url",
+        ),
+    ];
+    for (state, key, message) in cases {
+        let text = error(&format!("{MINIMAL}\nstate: {state}\n"));
+        assert!(
+            text.contains(&format!("test.yml: {key}: ")),
+            "expected key {key:?} in {text:?}"
+        );
+        assert!(text.contains(message), "expected {message:?} in {text:?}");
+        assert!(!text.contains("TESTSECRET"), "{text}");
+    }
+}

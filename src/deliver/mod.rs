@@ -196,7 +196,9 @@ impl Notifier {
             };
             let sent = self.send(target, request, deadline).await;
             match (&sent, claim) {
-                (Ok(Some(_)), Some((key, _))) => self.store.ledger.accepted(key, self.settings.dedup_window).await,
+                (Ok(Some(_)), Some((key, _))) => {
+                    self.store.ledger.accepted(key, self.settings.dedup_window).await
+                }
                 (_, Some((key, claim))) => self.store.ledger.release(key, claim).await,
                 _ => {}
             }
@@ -339,5 +341,56 @@ impl Notifier {
                 ids.join(", ")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn notifier(store: DeliveryStore) -> Notifier {
+        let yaml = "apps: [{name: ops, corp_id: ww1, agent_id: 1}]\nroutes: [{name: all, app: ops, msgtype: text, to: {users: [a]}}]\nwecom: {delivery_deadline: 1s}\n";
+        let config = Config::from_yaml(yaml, "test.yml", Path::new("")).unwrap();
+        let metrics = Metrics::new();
+        Notifier::new(&config, &Clients::new(metrics.clone()), store, metrics, true)
+    }
+
+    #[tokio::test]
+    async fn a_message_held_elsewhere_is_waited_for_until_the_deadline_then_left_alone() {
+        let store = DeliveryStore::in_memory();
+        let notifier = notifier(store.clone());
+        let key = [7; 16];
+        let Claim::Mine(_) = store.ledger.claim(&key, Duration::from_secs(60)).await else {
+            panic!("the other holder's")
+        };
+        let started = Instant::now();
+        let claim = notifier.claim(&key, started + Duration::from_millis(300)).await;
+        assert_eq!(claim, Claim::Held);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "waited for the outcome: {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_sees_the_holders_outcome() {
+        let store = DeliveryStore::in_memory();
+        let notifier = notifier(store.clone());
+        let key = [8; 16];
+        let Claim::Mine(_) = store.ledger.claim(&key, Duration::from_secs(60)).await else {
+            panic!("the other holder's")
+        };
+        let ledger = store.ledger.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ledger.accepted(&key, Duration::from_secs(60)).await;
+        });
+        let claim = notifier
+            .claim(&key, Instant::now() + Duration::from_secs(2))
+            .await;
+        assert_eq!(claim, Claim::Accepted);
     }
 }

@@ -231,7 +231,11 @@ mod tests {
         };
         assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Held);
         ledger.release(&key(1), ClaimId(first.0.wrapping_add(1))).await;
-        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Held, "not someone else's to release");
+        assert_eq!(
+            ledger.claim(&key(1), HOLD).await,
+            Claim::Held,
+            "not someone else's to release"
+        );
         ledger.release(&key(1), first).await;
         let Claim::Mine(_) = ledger.claim(&key(1), Duration::from_millis(20)).await else {
             panic!("released: ours again")
@@ -263,7 +267,13 @@ mod tests {
             ledger.accepted(&key(i), Duration::from_secs(600)).await;
         }
         assert!(ledger.len() <= MAX_ENTRIES);
-        assert!(matches!(ledger.claim(&key(0), HOLD).await, Claim::Mine(_)), "the shortest-lived went first");
-        assert_eq!(ledger.claim(&key(MAX_ENTRIES as u32), HOLD).await, Claim::Accepted);
+        assert!(
+            matches!(ledger.claim(&key(0), HOLD).await, Claim::Mine(_)),
+            "the shortest-lived went first"
+        );
+        assert_eq!(
+            ledger.claim(&key(MAX_ENTRIES as u32), HOLD).await,
+            Claim::Accepted
+        );
     }
 }

@@ -29,13 +29,22 @@ pub struct DeliveryStore {
 impl DeliveryStore {
     /// The store `settings` ask for. Redis is connected to on first use, so a Redis that
     /// is down at start-up only means starting degraded.
-    pub fn from_settings(settings: &StateSettings, metrics: &Metrics) -> Result<DeliveryStore, redis::StoreError> {
-        metrics.state_backend.with_label_values(&[settings.backend()]).set(1);
+    pub fn from_settings(
+        settings: &StateSettings,
+        metrics: &Metrics,
+    ) -> Result<DeliveryStore, redis::StoreError> {
+        metrics
+            .state_backend
+            .with_label_values(&[settings.backend()])
+            .set(1);
         metrics.state_degraded.set(0);
         match settings {
             StateSettings::Memory => Ok(DeliveryStore::in_memory()),
             StateSettings::Redis(redis) => {
-                let store = shared::Shared(shared::SharedStore::new(redis::RedisStore::new(redis)?, metrics.clone()));
+                let store = shared::Shared(shared::SharedStore::new(
+                    redis::RedisStore::new(redis)?,
+                    metrics.clone(),
+                ));
                 Ok(DeliveryStore {
                     ledger: Arc::new(store.clone()),
                     budgets: Arc::new(store),

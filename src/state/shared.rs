@@ -116,7 +116,12 @@ impl Ledger for Shared {
 
 #[async_trait]
 impl RateBudgets for Shared {
-    async fn try_reserve(&self, scope: &str, keys: &[String], limits: RateLimits) -> Result<Reservation, Vec<String>> {
+    async fn try_reserve(
+        &self,
+        scope: &str,
+        keys: &[String],
+        limits: RateLimits,
+    ) -> Result<Reservation, Vec<String>> {
         let store = &self.0;
         if !store.is_degraded() {
             let id = fastrand::u64(..);
@@ -141,7 +146,11 @@ impl RateBudgets for Shared {
         if !reservation.shared {
             return store.local_budgets.release(reservation).await;
         }
-        if let Err(error) = store.redis.unbook(&reservation.scope, &reservation.keys, reservation.id).await {
+        if let Err(error) = store
+            .redis
+            .unbook(&reservation.scope, &reservation.keys, reservation.id)
+            .await
+        {
             store_failed(&self.0, &error);
         }
     }

@@ -137,11 +137,22 @@ pub struct RecordedRequest {
     pub errcode: Option<i64>,
 }
 
-/// The fake server. Dropping it stops the server.
+/// The fake server. Clones are handles to the same server (several service instances
+/// can share one WeCom); dropping the last one stops it.
+#[derive(Clone)]
 pub struct FakeWeCom {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    handle: ServerHandle,
+    server: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(ServerHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        // The stop command is sent eagerly; no need to await completion.
+        drop(self.0.stop(false));
+    }
 }
 
 impl FakeWeCom {
@@ -174,7 +185,11 @@ impl FakeWeCom {
         let handle = server.handle();
         tokio::spawn(server);
         tokio::task::yield_now().await;
-        FakeWeCom { shared, addr, handle }
+        FakeWeCom {
+            shared,
+            addr,
+            server: Arc::new(StopOnDrop(handle)),
+        }
     }
 
     /// e.g. `http://127.0.0.1:PORT/cgi-bin/` (with the trailing slash).
@@ -465,13 +480,6 @@ impl FakeWeCom {
             .get(&endpoint)
             .copied()
             .unwrap_or(0)
-    }
-}
-
-impl Drop for FakeWeCom {
-    fn drop(&mut self) {
-        // The stop command is sent eagerly; no need to await completion.
-        drop(self.handle.stop(false));
     }
 }
 

@@ -13,6 +13,10 @@ mod ingest;
 mod observability;
 mod operations;
 mod routing;
+mod shared_state;
 mod templates;
 mod tokens;
 mod wecom_failures;
+
+#[path = "../support/redis.rs"]
+mod redis_server;

@@ -1,0 +1,197 @@
+//! Several replicas on one shared state (a real `redis-server` on a free loopback port):
+//! exactly once and within WeCom's limits across replicas, claims against concurrent
+//! retries, and paging going on while Redis is away.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join;
+
+use crate::fake_wecom::{FakeWeCom, Fault};
+use crate::helpers::*;
+use crate::redis_server::RedisServer;
+
+/// Everything to alice as text: one message per group, each counted against her budget.
+const TO_ALICE: &str = "routes:\n  - {name: all, app: ops, msgtype: text, to: {users: [alice]}}\n";
+
+fn shared_config(redis_url: &str) -> TestConfig {
+    TestConfig {
+        top_extra: format!(
+            "state:\n  backend: redis\n  url: '{redis_url}'\n  key_prefix: 'test-{}:'\n",
+            fastrand::u64(..)
+        ),
+        ..TestConfig::routes(TO_ALICE)
+    }
+}
+
+/// Two replicas of the service sharing `wecom` and the state `config` names.
+async fn two_replicas(config: &TestConfig, wecom: &FakeWeCom) -> (TestApp, TestApp) {
+    let yaml = config_yaml(config, &wecom.base_url());
+    let a = spawn_with_yaml(&yaml, wecom.clone()).await;
+    let b = spawn_with_yaml(&yaml, wecom.clone()).await;
+    (a, b)
+}
+
+/// The crashloop group as distinct group `i`.
+fn group(i: usize) -> String {
+    CRASHLOOP.replace("api-7d9f", &format!("api-{i}"))
+}
+
+/// The same group as an HA peer sends it: its own externalURL, so its own links.
+fn from_peer(body: &str) -> String {
+    let payload: serde_json::Value = serde_json::from_str(body).unwrap();
+    let external = payload["externalURL"].as_str().unwrap().to_string();
+    body.replace(&external, "http://alertmanager-b.example.com:9093")
+}
+
+async fn degraded(app: &TestApp) -> f64 {
+    metric(&app.metrics().await, "alertmanager_wecom_state_degraded")
+}
+
+#[tokio::test]
+async fn a_group_posted_to_each_replica_by_ha_peers_is_delivered_once() {
+    let redis = RedisServer::start();
+    let wecom = start_fake_wecom().await;
+    let (a, b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    let (status, report) = a.post(CRASHLOOP).await;
+    assert_eq!(
+        (status, report["routes"][0]["outcome"].as_str()),
+        (200, Some("sent"))
+    );
+    let peer = from_peer(CRASHLOOP);
+    assert_ne!(peer, CRASHLOOP, "the peer's body differs");
+    let (status, report) = b.post(&peer).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["routes"][0]["outcome"], "duplicate");
+    assert_eq!(wecom.delivered().len(), 1);
+    assert_eq!(
+        metric(
+            &b.metrics().await,
+            r#"alertmanager_wecom_state_backend_info{backend="redis"}"#
+        ),
+        1.0
+    );
+}
+
+/// The same group twice at once while WeCom is slow: the second waits for the first's
+/// outcome instead of sending again.
+async fn concurrent_twins_are_delivered_once(first: &TestApp, second: &TestApp, wecom: &FakeWeCom) {
+    wecom.inject_send_faults(vec![Fault::Delay(Duration::from_millis(800))]);
+    let peer = from_peer(CRASHLOOP);
+    let started = Instant::now();
+    let ((s1, r1), (s2, r2)) = join(first.post(CRASHLOOP), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second.post(&peer).await
+    })
+    .await;
+    assert_eq!((s1, s2), (200, 200), "{r1} {r2}");
+    let mut outcomes = [
+        r1["routes"][0]["outcome"].as_str().unwrap().to_string(),
+        r2["routes"][0]["outcome"].as_str().unwrap().to_string(),
+    ];
+    outcomes.sort();
+    assert_eq!(outcomes, ["duplicate", "sent"]);
+    assert_eq!(wecom.delivered().len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the twin waited only for the outcome"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_twins_on_one_replica_are_delivered_once_in_memory() {
+    let app = spawn(TestConfig::routes(TO_ALICE)).await;
+    concurrent_twins_are_delivered_once(&app, &app, &app.wecom).await;
+}
+
+#[tokio::test]
+async fn concurrent_twins_on_one_replica_are_delivered_once_in_redis() {
+    let redis = RedisServer::start();
+    let wecom = start_fake_wecom().await;
+    let (a, _b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    concurrent_twins_are_delivered_once(&a, &a, &wecom).await;
+}
+
+#[tokio::test]
+async fn concurrent_twins_on_two_replicas_are_delivered_once() {
+    let redis = RedisServer::start();
+    let wecom = start_fake_wecom().await;
+    let (a, b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    concurrent_twins_are_delivered_once(&a, &b, &wecom).await;
+}
+
+#[tokio::test]
+async fn sixty_groups_to_one_user_across_replicas_send_30_and_hold_30_back() {
+    let redis = RedisServer::start();
+    let wecom = start_fake_wecom().await;
+    let (a, b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        statuses.push(replica.post(&group(i)).await.0);
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 30);
+    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 30);
+    assert_eq!(wecom.delivered().len(), 30);
+    assert_eq!(wecom.silently_dropped(), 0);
+}
+
+#[tokio::test]
+async fn redis_going_away_degrades_to_local_state_and_coming_back_shares_again() {
+    let mut redis = RedisServer::start_with_password("TESTSECRET-redis-pw-51c3");
+    let wecom = start_fake_wecom().await;
+    let (a, b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    assert_eq!(a.post(&group(1)).await.0, 200);
+    assert_eq!(degraded(&a).await, 0.0);
+
+    redis.stop();
+    let started = Instant::now();
+    let (status, report) = a.post(&group(2)).await;
+    assert_eq!(status, 200, "paging goes on: {report}");
+    assert!(started.elapsed() < Duration::from_secs(2), "not stuck on Redis");
+    assert_eq!(degraded(&a).await, 1.0);
+    // Degraded, the replica still knows what it delivered itself.
+    let (status, report) = a.post(&group(1)).await;
+    assert_eq!(
+        (status, report["routes"][0]["outcome"].as_str()),
+        (200, Some("duplicate"))
+    );
+    assert_eq!(b.post(&group(3)).await.0, 200);
+    assert_eq!(wecom.delivered().len(), 3);
+
+    redis.start_again();
+    let back = Instant::now();
+    while degraded(&a).await != 0.0 || degraded(&b).await != 0.0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "back on Redis without a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(a.post(&group(4)).await.0, 200);
+    let (status, report) = b.post(&from_peer(&group(4))).await;
+    assert_eq!(
+        (status, report["routes"][0]["outcome"].as_str()),
+        (200, Some("duplicate")),
+        "shared again"
+    );
+    assert_eq!(wecom.delivered().len(), 4);
+
+    let logs = captured_logs();
+    assert!(
+        logs.contains("shared state unreachable"),
+        "one line when it went away"
+    );
+    assert!(logs.contains("shared state reachable again"));
+    assert!(!logs.contains("redis-pw-51c3"), "the Redis password never shows");
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_degrades_instead_of_failing_deliveries() {
+    let redis = RedisServer::start_with_password("TESTSECRET-redis-right-9e0a");
+    let wecom = start_fake_wecom().await;
+    let (a, _b) = two_replicas(&shared_config(&redis.url_without_password()), &wecom).await;
+    let (status, report) = a.post(CRASHLOOP).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(degraded(&a).await, 1.0);
+    assert!(!captured_logs().contains("redis-right-9e0a"));
+}
