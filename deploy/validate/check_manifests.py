@@ -420,7 +420,8 @@ def check_redis(by_kind, rdep, dep, svc, pdb, smon, redis_url):
           and rports.get(rsvc_ports[0].get("targetPort"), rsvc_ports[0].get("targetPort")) == port,
           f"Service/{REDIS} port {rsvc_ports[0].get('port') if rsvc_ports else None} targets redis-server's port {port}")
     if redis_url is None:
-        fail("no redis URL in the example Secret to check against the Service")
+        fail(f"no Redis URL to check against Service/{REDIS}: use state.url_file and a redis-url "
+             "key in the example Secret")
     else:
         url = urllib.parse.urlsplit(redis_url)
         host = url.hostname or ""

@@ -155,7 +155,8 @@ def main():
     check(gauge(metrics, "alertmanager_wecom_state_backend_info", f'backend="{backend}"') == 1,
           f'alertmanager_wecom_state_backend_info{{backend="{backend}"}} 1')
     degraded = gauge(metrics, "alertmanager_wecom_state_degraded")
-    check(degraded == want_degraded, f"alertmanager_wecom_state_degraded {degraded} (want {want_degraded}"
+    check(degraded == want_degraded, f"alertmanager_wecom_state_degraded {degraded if degraded is None else f'{degraded:g}'}"
+          f" (want {want_degraded}"
           + (": Redis unreachable, on local state)" if backend == "redis" else ")"))
     exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", metrics, re.M))
     used = set()
