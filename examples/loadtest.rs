@@ -37,7 +37,7 @@ use alertmanager_wecom::deliver::app::LIMITS;
 use alertmanager_wecom::model::WebhookPayload;
 use alertmanager_wecom::render::Renderer;
 use alertmanager_wecom::route::Router;
-use driver::{drive, drive_rate, PhaseResult};
+use driver::{drive, drive_rate, Bodies, PhaseResult};
 use fake::FakeWeCom;
 
 /// Load benchmark of alertmanager-wecom against a fake WeCom, with a minimal forwarder as
@@ -76,6 +76,21 @@ struct Args {
     /// `heaptrack` for profiling (the figures are then those of the profiled service).
     #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
     service_wrapper: Option<String>,
+    /// The service's delivery state: `memory`, `redis` (a redis-server started on a free
+    /// loopback port), or `both`, one run after the other.
+    #[arg(long, value_enum, default_value_t = StateBackend::Both)]
+    state: StateBackend,
+    /// Send the same few groups again and again instead of a new group per request (with
+    /// the record of accepted messages on, repeats are answered as duplicates).
+    #[arg(long)]
+    repeat_groups: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StateBackend {
+    Memory,
+    Redis,
+    Both,
 }
 
 /// Bodies per phase; request i sends body i % VARIANTS (the alert kinds rotate, so the
@@ -98,6 +113,9 @@ fn main() -> ExitCode {
         };
     }
     let args = Args::parse();
+    if args.state == StateBackend::Both {
+        return run_each_backend();
+    }
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
@@ -108,23 +126,67 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--state both`: this program again with `--state memory`, then `--state redis`.
+fn run_each_backend() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => {
+            eprintln!("loadtest: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut given: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = given.iter().position(|a| a == "--state") {
+        given.drain(at..(at + 2).min(given.len()));
+    }
+    given.retain(|a| !a.starts_with("--state="));
+    let mut worst = 0;
+    for backend in ["memory", "redis"] {
+        println!("\n######## delivery state: {backend} ########\n");
+        let status = Command::new(&exe)
+            .args(&given)
+            .args(["--state", backend])
+            .status();
+        let code = match status {
+            Ok(status) => status.code().unwrap_or(1),
+            Err(error) => {
+                eprintln!("loadtest: cannot run {}: {error}", exe.display());
+                1
+            }
+        };
+        worst = worst.max(code);
+    }
+    ExitCode::from(worst.clamp(0, 255) as u8)
+}
+
+/// The `state:` section for `backend`, with Redis on `redis_port`.
+fn state_config(backend: StateBackend, redis_port: u16) -> String {
+    match backend {
+        StateBackend::Redis => format!(
+            "state:\n  backend: redis\n  url: redis://127.0.0.1:{redis_port}/0\n  key_prefix: 'loadtest-{}:'\n",
+            fastrand::u64(..)
+        ),
+        _ => "state:\n  backend: memory\n".to_string(),
+    }
+}
+
 /// The service's configuration. Every route sends to a party or a tag, never to users, and
 /// every group takes exactly one route (one `message/send` per webhook, like the baseline,
 /// except that a big text/markdown group goes out as a numbered series of up to
 /// `templates.max_messages` messages; sends/s shows it):
 /// the service counts messages per user against WeCom's silent 30-a-minute drop and holds
 /// back (503) what would exceed it, so a user recipient under thousands of webhooks a second
-/// would measure those hold-backs instead of delivery. `dedup_window: 0s` because the load
-/// repeats identical groups: with a window they would be answered as duplicates and never
-/// sent.
-fn service_config(listen: &str, api_url: &str) -> String {
+/// would measure those hold-backs instead of delivery. Otherwise production defaults:
+/// the record of accepted messages is on (`dedup_window` 10m), and every request is a new
+/// group, so each is claimed, sent and recorded.
+fn service_config(listen: &str, api_url: &str, state: &str) -> String {
     format!(
         r#"listen: {listen}
 wecom:
   api_url: {api_url}
   timeout: 5s
   delivery_deadline: 6s
-  dedup_window: 0s
+{state}
 apps:
   - {{name: ops, corp_id: {ops}, agent_id: 1000002, secret: loadtest-secret-ops}}
   - {{name: dba, corp_id: {dba}, agent_id: 1000003, secret: loadtest-secret-dba}}
@@ -260,7 +322,7 @@ struct Target {
 async fn measure(
     client: &reqwest::Client,
     target: &Target,
-    bodies: &[Bytes],
+    bodies: &Bodies,
     args: &Args,
     fake: &FakeWeCom,
     ticks_per_second: u64,
@@ -341,9 +403,14 @@ fn run(args: &Args) -> Result<bool, String> {
     let fake = FakeWeCom::start(2).map_err(|e| format!("fake WeCom: {e}"))?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
 
+    let redis_port = free_port()?;
+    let redis = match args.state {
+        StateBackend::Redis => Some(start_redis(redis_port, dir.path())?),
+        _ => None,
+    };
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let config_text = service_config(&listen, &fake.base_url);
+    let config_text = service_config(&listen, &fake.base_url, &state_config(args.state, redis_port));
     let config_path = dir.path().join("loadtest.yml");
     std::fs::write(&config_path, &config_text).map_err(|e| e.to_string())?;
     let log_path = dir.path().join("service.log");
@@ -454,9 +521,11 @@ fn run(args: &Args) -> Result<bool, String> {
     // The sampled peak of each size's phases (VmHWM only knows the overall one).
     let mut peak_by_size: Vec<(usize, u64)> = Vec::new();
     for &size in &args.sizes {
-        let bodies: Vec<Bytes> = (0..VARIANTS)
-            .map(|v| Bytes::from(payloads::group(v, size, v)))
-            .collect();
+        let bodies = Bodies::new(
+            (0..VARIANTS).map(|v| payloads::group(v, size, v)).collect(),
+            !args.repeat_groups,
+        );
+        let commands_before = redis.as_ref().and_then(|_| redis_commands(redis_port));
         // One phase against one target: `None` at --concurrency, `Some(rate)` open loop.
         let phase = |target: &Target, rate: Option<f64>| {
             let measured = runtime.block_on(measure(
@@ -473,7 +542,22 @@ fn run(args: &Args) -> Result<bool, String> {
             measured
         };
         let base = phase(&baseline, None);
+        let redis_before = redis.as_ref().and_then(|_| redis_commands(redis_port));
         let our = phase(&ours, None);
+        if let (Some(before), Some(after)) = (
+            redis_before,
+            redis.as_ref().and_then(|_| redis_commands(redis_port)),
+        ) {
+            // The warm-up's requests count too: they are the phase's first requests.
+            let webhooks = our.result.requests() + (our.result.per_second() * args.warmup) as u64;
+            println!(
+                "{:>6} {:>7} redis      {:.2} commands per webhook (claim, budget, record; EVALSHA counts as one)",
+                "",
+                "",
+                (after - before) as f64 / webhooks.max(1) as f64
+            );
+        }
+        let _ = commands_before;
         peak_under_load = peak_under_load.max(our.peak_rss_kib);
         peak_by_size.push((size, our.peak_rss_kib));
         all_ok &= check_phase(&our);
@@ -641,8 +725,63 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     drop(service);
     drop(forwarder);
+    drop(redis);
     fake.stop();
     Ok(all_ok)
+}
+
+/// A `redis-server` on `port` without persistence, for `--state redis`.
+fn start_redis(port: u16, dir: &Path) -> Result<ChildGuard, String> {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (apt-get install -y redis-server): {e}"))?;
+    let guard = ChildGuard(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis_commands(port).is_none() {
+        if Instant::now() > deadline {
+            return Err("redis-server did not answer within 10s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(guard)
+}
+
+/// Redis's `total_commands_processed`, over a plain connection (`INFO stats`).
+fn redis_commands(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut connection = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    connection.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    connection.write_all(b"INFO stats\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut buffer = [0; 4096];
+    while !String::from_utf8_lossy(&reply).contains("total_commands_processed:") || !reply.ends_with(b"\r\n")
+    {
+        let n = connection.read(&mut buffer).ok()?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buffer[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("total_commands_processed:"))?;
+    line.split(':').nth(1)?.trim().parse().ok()
 }
 
 /// Every webhook answered 200.

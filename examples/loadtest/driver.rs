@@ -7,6 +7,48 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 
+/// The bodies a phase sends, request `i` the `i % len`-th. With `distinct`, each request's
+/// group key also carries `i`, so every request is a new group (as production traffic
+/// is) and the record of accepted messages answers none of them as a duplicate.
+#[derive(Clone)]
+pub struct Bodies {
+    /// Each body whole, and split around the `SEQ` marker in its group key.
+    parts: Vec<(Bytes, Bytes, Bytes)>,
+    distinct: bool,
+}
+
+use super::payloads::SEQ;
+
+impl Bodies {
+    pub fn new(bodies: Vec<String>, distinct: bool) -> Bodies {
+        let parts = bodies
+            .into_iter()
+            .map(|body| {
+                let (before, after) = body.split_once(SEQ).unwrap_or((&body, ""));
+                let (before, after) = (Bytes::from(before.to_string()), Bytes::from(after.to_string()));
+                (Bytes::from(body), before, after)
+            })
+            .collect();
+        Bodies { parts, distinct }
+    }
+
+    pub fn get(&self, i: u64) -> Bytes {
+        let (whole, before, after) = &self.parts[i as usize % self.parts.len()];
+        if !self.distinct || after.is_empty() {
+            return whole.clone();
+        }
+        // Numbered across the whole run, not per phase: a phase's requests must not repeat
+        // its warm-up's (or an earlier phase's) groups.
+        static NEXT_GROUP: AtomicU64 = AtomicU64::new(0);
+        let seq = NEXT_GROUP.fetch_add(1, Ordering::Relaxed).to_string();
+        let mut body = Vec::with_capacity(before.len() + seq.len() + after.len());
+        body.extend_from_slice(before);
+        body.extend_from_slice(seq.as_bytes());
+        body.extend_from_slice(after);
+        Bytes::from(body)
+    }
+}
+
 pub struct PhaseResult {
     /// Answered 200.
     pub ok: u64,
@@ -93,7 +135,7 @@ async fn post(client: &reqwest::Client, url: &str, body: Bytes) -> String {
 pub async fn drive(
     client: &reqwest::Client,
     url: &str,
-    bodies: &[Bytes],
+    bodies: &Bodies,
     concurrency: usize,
     duration: Duration,
     max_requests: u64,
@@ -103,7 +145,7 @@ pub async fn drive(
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let (client, url, bodies, next) = (client.clone(), url.to_string(), bodies.to_vec(), next.clone());
+        let (client, url, bodies, next) = (client.clone(), url.to_string(), bodies.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut result = PhaseResult::new();
             loop {
@@ -112,7 +154,7 @@ pub async fn drive(
                     break;
                 }
                 let sent = Instant::now();
-                let status = post(&client, &url, bodies[i as usize % bodies.len()].clone()).await;
+                let status = post(&client, &url, bodies.get(i)).await;
                 result.record(status, sent.elapsed().as_micros() as u64);
             }
             result
@@ -137,7 +179,7 @@ pub async fn drive(
 pub async fn drive_rate(
     client: &reqwest::Client,
     url: &str,
-    bodies: &[Bytes],
+    bodies: &Bodies,
     rate: f64,
     duration: Duration,
     max_in_flight: usize,
@@ -155,11 +197,7 @@ pub async fn drive_rate(
             skipped += 1;
             continue;
         };
-        let (client, url, body) = (
-            client.clone(),
-            url.to_string(),
-            bodies[i as usize % bodies.len()].clone(),
-        );
+        let (client, url, body) = (client.clone(), url.to_string(), bodies.get(i));
         tasks.push(tokio::spawn(async move {
             let status = post(&client, &url, body).await;
             drop(permit);

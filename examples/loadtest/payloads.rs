@@ -10,6 +10,10 @@ use serde_json::{json, Map, Value};
 /// latency alert (team web, warning).
 pub const KINDS: usize = 4;
 
+/// Where the load test puts a request's number (inside the group key), so that every
+/// request can be a group of its own; elsewhere it is part of an ordinary group key.
+pub const SEQ: &str = "#SEQ#";
+
 /// A webhook body: one group of `size` alerts of kind `kind % KINDS`. In groups of more than
 /// one alert, every tenth alert is resolved, as Alertmanager sends them. `variant` changes
 /// the pods and fingerprints, so bodies of the same kind and size can differ.
@@ -28,9 +32,10 @@ pub fn group(kind: usize, size: usize, variant: usize) -> String {
         .filter(|(key, _)| *key == "alertname" || *key == "team")
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
+    // The marker lets the load test make every request a group of its own.
     let group_key = format!(
-        "{{}}:{{alertname={}, team={}}}",
-        group_labels["alertname"], group_labels["team"]
+        "{{}}:{{alertname={}, team={}}}{}",
+        group_labels["alertname"], group_labels["team"], SEQ
     );
     let firing = alerts.iter().any(|a| a["status"] == "firing");
     let common_annotations = if size == 1 {

@@ -40,6 +40,7 @@ impl Application {
             );
         }
         prepare_metrics(&runtime.metrics);
+        runtime.start_background();
         let admission = web::Data::new(Admission::new(
             settings.max_concurrent_requests,
             settings.max_queued_requests,

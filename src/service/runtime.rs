@@ -89,6 +89,12 @@ impl Runtime {
         })
     }
 
+    /// Starts what runs beside requests (within the tokio runtime that serves them): the
+    /// shared state's health watch.
+    pub fn start_background(&self) {
+        self.shared.store.watch();
+    }
+
     /// The current configuration's pipeline. Hold on to it for a whole request.
     pub fn service(&self) -> Arc<Service> {
         self.current.load_full()

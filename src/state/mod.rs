@@ -24,6 +24,8 @@ pub use rate_budget::{MemoryRateBudgets, RateBudgets, RateLimits, Reservation};
 pub struct DeliveryStore {
     pub ledger: Arc<dyn Ledger>,
     pub budgets: Arc<dyn RateBudgets>,
+    /// The shared store's watcher, when there is one.
+    shared: Option<shared::Shared>,
 }
 
 impl DeliveryStore {
@@ -47,7 +49,8 @@ impl DeliveryStore {
                 ));
                 Ok(DeliveryStore {
                     ledger: Arc::new(store.clone()),
-                    budgets: Arc::new(store),
+                    budgets: Arc::new(store.clone()),
+                    shared: Some(store),
                 })
             }
         }
@@ -58,6 +61,15 @@ impl DeliveryStore {
         DeliveryStore {
             ledger: Arc::new(MemoryLedger::new()),
             budgets: Arc::new(MemoryRateBudgets::new()),
+            shared: None,
+        }
+    }
+
+    /// Starts watching a shared store's health (within a tokio runtime, once the service
+    /// serves): a Redis that is down shows in `state_degraded` without waiting for an alert.
+    pub fn watch(&self) {
+        if let Some(store) = &self.shared {
+            store.0.watch();
         }
     }
 }

@@ -2,9 +2,10 @@
 //! paging. While Redis answers, every operation goes to it (and accepted messages are
 //! also recorded locally, so a replica that loses Redis still knows what it delivered
 //! itself). When an operation fails or times out, the replica switches to its local state
-//! at once — one log line, `state_degraded` 1 — and a background probe brings it back to
-//! the shared store when Redis answers again (one log line, gauge 0). While degraded,
-//! requests do not wait on Redis at all.
+//! at once — one log line, `state_degraded` 1 — and a watcher brings it back to the shared
+//! store when Redis answers again (one log line, gauge 0). While degraded, requests do not
+//! wait on Redis at all. The watcher also pings Redis when no request does, so a Redis that
+//! is down at start-up, or goes away between alerts, shows in the gauge at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::rate_budget::{MemoryRateBudgets, RateBudgets, RateLimits, Reservation
 use super::redis::{RedisStore, StoreError};
 use crate::metrics::Metrics;
 
-/// How often a degraded replica asks whether Redis is back.
+/// How often the watcher asks whether Redis answers.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 pub struct SharedStore {
@@ -26,7 +27,7 @@ pub struct SharedStore {
     local_ledger: MemoryLedger,
     local_budgets: MemoryRateBudgets,
     degraded: AtomicBool,
-    probing: AtomicBool,
+    watching: AtomicBool,
     metrics: Metrics,
 }
 
@@ -38,7 +39,7 @@ impl SharedStore {
             local_ledger: MemoryLedger::new(),
             local_budgets: MemoryRateBudgets::new(),
             degraded: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             metrics,
         })
     }
@@ -47,8 +48,8 @@ impl SharedStore {
         self.degraded.load(Ordering::Acquire)
     }
 
-    /// Switches to local state (once per outage) and starts probing for Redis.
-    fn degrade(self: &Arc<Self>, error: &StoreError) {
+    /// Switches to local state (once per outage).
+    fn degrade(&self, error: &StoreError) {
         if !self.degraded.swap(true, Ordering::AcqRel) {
             self.metrics.state_degraded.set(1);
             error!(
@@ -56,23 +57,33 @@ impl SharedStore {
                  meanwhile replicas may deliver a message twice or overrun WeCom's rate limits"
             );
         }
-        if !self.probing.swap(true, Ordering::AcqRel) {
-            let store = self.clone();
-            tokio::spawn(async move { store.probe().await });
+    }
+
+    fn recover(&self) {
+        if self.degraded.swap(false, Ordering::AcqRel) {
+            self.metrics.state_degraded.set(0);
+            info!("shared state reachable again: back on Redis");
         }
     }
 
-    async fn probe(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(PROBE_EVERY).await;
-            if self.redis.ping().await.is_ok() {
-                self.degraded.store(false, Ordering::Release);
-                self.probing.store(false, Ordering::Release);
-                self.metrics.state_degraded.set(0);
-                info!("shared state reachable again: back on Redis");
-                return;
-            }
+    /// Starts the watcher (once; needs a tokio runtime): pings Redis now and every
+    /// [`PROBE_EVERY`], degrading on failure and recovering on success.
+    pub fn watch(self: &Arc<Self>) {
+        if self.watching.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // Ends with the store (a reload keeps it; the process exit ends both).
+            while let Some(store) = store.upgrade() {
+                match store.redis.ping().await {
+                    Ok(()) => store.recover(),
+                    Err(error) => store.degrade(&error),
+                }
+                drop(store);
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        });
     }
 }
 
@@ -146,6 +157,10 @@ impl RateBudgets for Shared {
         if !reservation.shared {
             return store.local_budgets.release(reservation).await;
         }
+        if store.is_degraded() {
+            // Its booking expires with the hour; not worth waiting on a Redis that is away.
+            return;
+        }
         if let Err(error) = store
             .redis
             .unbook(&reservation.scope, &reservation.keys, reservation.id)
@@ -156,6 +171,6 @@ impl RateBudgets for Shared {
     }
 }
 
-fn store_failed(store: &Arc<SharedStore>, error: &StoreError) {
+fn store_failed(store: &SharedStore, error: &StoreError) {
     store.degrade(error);
 }

@@ -195,3 +195,24 @@ async fn a_wrong_redis_password_degrades_instead_of_failing_deliveries() {
     assert_eq!(degraded(&a).await, 1.0);
     assert!(!captured_logs().contains("redis-right-9e0a"));
 }
+
+#[tokio::test]
+async fn a_redis_that_is_down_shows_in_the_gauge_before_any_alert_arrives() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let wecom = start_fake_wecom().await;
+    let (a, _b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    let started = Instant::now();
+    while degraded(&a).await != 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "noticed without traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.start_again();
+    while degraded(&a).await != 0.0 {
+        assert!(started.elapsed() < Duration::from_secs(15), "and its return too");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

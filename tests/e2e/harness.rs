@@ -2,7 +2,8 @@
 //! Alertmanager (child processes), each on its own free port with its own temp dir, so
 //! tests can run in parallel. Dropping the [`Stack`] kills both processes; when the test
 //! is failing (or `E2E_LOGS` is set), their stderr and the fake's request log are printed
-//! first.
+//! first. The [`HaStack`] has two of each process, clustered Alertmanagers and replicas
+//! of ours sharing a Redis (`tests/support/redis.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -18,6 +19,7 @@ use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
 use crate::fake_wecom::{DeliveredMessage, FakeWeCom};
+use crate::redis_server::RedisServer;
 
 pub const CORP_ID: &str = "wwe2ecorp0001";
 pub const OPS_AGENT: i64 = 1000002;
@@ -93,13 +95,24 @@ impl Stack {
         wecom.add_app(CORP_ID, OPS_SECRET, OPS_AGENT);
         wecom.add_users(&DIRECTORY);
 
-        let service = Service::start(dir.path(), &wecom.base_url(), &options.routes).await;
+        let service = Service::start(
+            dir.path(),
+            &wecom.base_url(),
+            &ServiceConfig {
+                routes: &options.routes,
+                ..ServiceConfig::default()
+            },
+        )
+        .await;
         let alertmanager = Alertmanager::start(
             &alertmanager_binary,
             dir.path(),
-            &service.address,
-            options.group_interval,
-            &options.alertmanager_token,
+            &AlertmanagerConfig {
+                webhook_address: &service.address,
+                group_interval: options.group_interval,
+                token: &options.alertmanager_token,
+                ..AlertmanagerConfig::default()
+            },
         )
         .await;
         Stack {
@@ -131,34 +144,270 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if !std::thread::panicking() && std::env::var_os("E2E_LOGS").is_none() {
-            return;
-        }
-        eprintln!(
-            "\n===== alertmanager-wecom stderr =====\n{}",
-            self.service.process.log()
+        print_logs_if_failing(
+            &[
+                ("alertmanager-wecom stderr", self.service.process.log()),
+                ("prometheus-alertmanager stderr", self.alertmanager.process.log()),
+            ],
+            &self.wecom,
         );
+    }
+}
+
+/// When the test is failing (or `E2E_LOGS` is set): prints each `(title, log)` and the
+/// fake's request log.
+fn print_logs_if_failing(logs: &[(&str, String)], wecom: &FakeWeCom) {
+    if !std::thread::panicking() && std::env::var_os("E2E_LOGS").is_none() {
+        return;
+    }
+    for (title, log) in logs {
+        eprintln!("\n===== {title} =====\n{log}");
+    }
+    eprintln!("===== fake WeCom requests =====");
+    for r in wecom.requests() {
         eprintln!(
-            "===== prometheus-alertmanager stderr =====\n{}",
-            self.alertmanager.process.log()
+            "{:?} {} -> HTTP {} errcode {:?} {}",
+            r.endpoint,
+            r.method,
+            r.status,
+            r.errcode,
+            r.body.chars().take(300).collect::<String>()
         );
-        eprintln!("===== fake WeCom requests =====");
-        for r in self.wecom.requests() {
-            eprintln!(
-                "{:?} {} -> HTTP {} errcode {:?} {}",
-                r.endpoint,
-                r.method,
-                r.status,
-                r.errcode,
-                r.body.chars().take(300).collect::<String>()
-            );
+    }
+    eprintln!("===== end =====");
+}
+
+// ---------------------------------------------------------------------------------------
+// Two of everything: HA Alertmanagers, and replicas of ours sharing their state
+
+/// Where our replicas keep their delivery state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateBackend {
+    /// No `state:` section (the default, memory): each replica on its own, which is wrong
+    /// behind HA Alertmanagers. No test uses it: with it, the exactly-once test fails
+    /// (most groups are delivered twice, once through each replica).
+    #[allow(dead_code)]
+    Memory,
+    /// `state: {backend: redis, …}` on the stack's Redis, with the stack's key prefix.
+    Redis,
+}
+
+/// What an HA test can vary.
+pub struct HaOptions {
+    /// Our config's `routes:` section (the same for both replicas).
+    pub routes: String,
+    /// Both Alertmanagers' `group_interval`.
+    pub group_interval: &'static str,
+    /// Both Alertmanagers' `group_by`, as YAML.
+    pub group_by: &'static str,
+    pub backend: StateBackend,
+}
+
+impl Default for HaOptions {
+    fn default() -> Self {
+        HaOptions {
+            routes: String::new(),
+            group_interval: "2s",
+            group_by: "[alertname]",
+            backend: StateBackend::Redis,
         }
-        eprintln!("===== end =====");
+    }
+}
+
+/// Our replicas' `wecom.timeout` and `wecom.delivery_deadline` in an [`HaStack`]: longer
+/// than the other tests' (1 s, 2 s), so that a slow WeCom send (`Fault::Delay` of up to
+/// 3 s) outlasts [`PEER_TIMEOUT`] and still succeeds: the peer's notification comes while
+/// the first is being sent, and no send is ambiguous (timed out by us, yet delivered).
+pub const HA_WECOM_TIMEOUT: &str = "4s";
+pub const HA_DELIVERY_DEADLINE: &str = "6s";
+
+/// Alertmanager A's and B's `--web.external-url`: the webhook bodies differ in
+/// `externalURL`, and so do the messages rendered from them (the markdown template's
+/// silence links), so WeCom's own duplicate check cannot hide a message sent twice.
+pub const EXTERNAL_URLS: [&str; 2] = ["http://am-a.example/", "http://am-b.example/"];
+
+/// ```text
+///        ┌─▶ Alertmanager A ──webhook──▶ alertmanager-wecom 1 ─┐
+/// test ──┤        ▲ gossip                       │ Redis       ├─▶ fake WeCom
+///        └─▶ Alertmanager B ──webhook──▶ alertmanager-wecom 2 ─┘
+/// ```
+///
+/// The test posts every alert to both Alertmanagers, as Prometheus does. They gossip
+/// which notifications they sent; the one later in the cluster's order waits
+/// [`PEER_TIMEOUT`] before it looks, and notifies too when the first has not finished (a
+/// slow or failing delivery). Our two replicas share their delivery state in Redis, which
+/// is what keeps such a second notification from becoming a second message.
+pub struct HaStack {
+    /// `[A, B]`: A notifies `services[0]`, B `services[1]`.
+    pub alertmanagers: [Alertmanager; 2],
+    /// Our replicas 1 and 2.
+    pub services: [Service; 2],
+    /// Started for every stack; used by the replicas with [`StateBackend::Redis`].
+    pub redis: RedisServer,
+    /// This stack's `state.key_prefix`, unique per stack.
+    pub key_prefix: String,
+    pub wecom: FakeWeCom,
+    // Declared last: removed after the processes are gone.
+    _dir: TempDir,
+}
+
+impl HaStack {
+    /// Starts the fake WeCom (app `ops`, users alice and bob), Redis, our two replicas,
+    /// then the two Alertmanagers, and waits until they have formed a settled cluster.
+    pub async fn start(options: HaOptions) -> HaStack {
+        let alertmanager_binary = alertmanager_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("alertmanager-wecom-e2e-ha-")
+            .tempdir()
+            .expect("temp dir");
+        let unique = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        let key_prefix = format!("alertmanager-wecom:{unique}:");
+
+        let wecom = FakeWeCom::start().await;
+        wecom.add_app(CORP_ID, OPS_SECRET, OPS_AGENT);
+        wecom.add_users(&DIRECTORY);
+        let redis = RedisServer::start();
+
+        let state = match options.backend {
+            StateBackend::Memory => String::new(),
+            StateBackend::Redis => format!(
+                r#"state:
+  backend: redis
+  url: {url}
+  key_prefix: "{key_prefix}"
+  connect_timeout: 1s
+  command_timeout: 250ms
+"#,
+                url = redis.url()
+            ),
+        };
+        let mut services = Vec::new();
+        for replica in ["wecom-1", "wecom-2"] {
+            let dir = dir.path().join(replica);
+            fs::create_dir(&dir).expect("replica dir");
+            let config = ServiceConfig {
+                routes: &options.routes,
+                wecom_timeout: HA_WECOM_TIMEOUT,
+                delivery_deadline: HA_DELIVERY_DEADLINE,
+                extra: &state,
+            };
+            services.push(Service::start(&dir, &wecom.base_url(), &config).await);
+        }
+        let services: [Service; 2] = services.try_into().ok().unwrap();
+
+        let cluster_ports = loop {
+            let ports = [free_port(), free_port()];
+            if ports[0] != ports[1] {
+                break ports;
+            }
+        };
+        let mut alertmanagers = Vec::new();
+        for (i, name) in ["am-a", "am-b"].into_iter().enumerate() {
+            let dir = dir.path().join(name);
+            fs::create_dir(&dir).expect("Alertmanager dir");
+            let config = AlertmanagerConfig {
+                webhook_address: &services[i].address,
+                group_interval: options.group_interval,
+                group_by: options.group_by,
+                token: WEBHOOK_TOKEN,
+                external_url: Some(EXTERNAL_URLS[i]),
+                cluster: Some(Cluster {
+                    listen_port: cluster_ports[i],
+                    peer_ports: vec![cluster_ports[1 - i]],
+                }),
+            };
+            alertmanagers.push(Alertmanager::start(&alertmanager_binary, &dir, &config).await);
+        }
+        let alertmanagers: [Alertmanager; 2] = alertmanagers.try_into().ok().unwrap();
+
+        let stack = HaStack {
+            alertmanagers,
+            services,
+            redis,
+            key_prefix,
+            wecom,
+            _dir: dir,
+        };
+        // Until then an Alertmanager holds its notifications back; waiting here keeps the
+        // tests' timings about delivery only.
+        for (am, name) in stack.alertmanagers.iter().zip(["A", "B"]) {
+            eventually(
+                &format!("Alertmanager {name} in a settled cluster of 2"),
+                READY_TIMEOUT,
+                || async {
+                    let (status, peers) = am.cluster_status().await;
+                    (status == "ready" && peers == 2).then_some(())
+                },
+            )
+            .await;
+        }
+        stack
+    }
+
+    /// Posts the alerts to both Alertmanagers, as Prometheus does (at the same time).
+    pub async fn post_alerts(&self, alerts: &[Value]) {
+        let [a, b] = &self.alertmanagers;
+        tokio::join!(a.post_alerts(alerts), b.post_alerts(alerts));
+    }
+
+    /// How many delivered messages mention each name (e.g. each group's alertname).
+    pub fn deliveries_mentioning(&self, names: &[String]) -> Vec<usize> {
+        let contents: Vec<String> = self.wecom.delivered().iter().map(content).collect();
+        names
+            .iter()
+            .map(|name| contents.iter().filter(|c| c.contains(name.as_str())).count())
+            .collect()
+    }
+
+    /// The sum of `name{labels…}` over both replicas' metrics, and each one's.
+    pub async fn replica_sums(&self, name: &str, labels: &[(&str, &str)]) -> [f64; 2] {
+        let [one, two] = &self.services;
+        let (one, two) = tokio::join!(one.metrics(), two.metrics());
+        [one.sum(name, labels), two.sum(name, labels)]
+    }
+}
+
+impl Drop for HaStack {
+    fn drop(&mut self) {
+        let [one, two] = &self.services;
+        let [a, b] = &self.alertmanagers;
+        print_logs_if_failing(
+            &[
+                ("alertmanager-wecom 1 stderr", one.process.log()),
+                ("alertmanager-wecom 2 stderr", two.process.log()),
+                ("prometheus-alertmanager A stderr", a.process.log()),
+                ("prometheus-alertmanager B stderr", b.process.log()),
+                ("redis-server output", self.redis.log()),
+            ],
+            &self.wecom,
+        );
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Our binary
+
+/// What varies in our config.
+struct ServiceConfig<'a> {
+    /// The `routes:` section.
+    routes: &'a str,
+    /// `wecom.timeout` (per WeCom call) and `wecom.delivery_deadline`.
+    wecom_timeout: &'a str,
+    delivery_deadline: &'a str,
+    /// More top-level sections (e.g. `state:`), appended.
+    extra: &'a str,
+}
+
+impl Default for ServiceConfig<'_> {
+    fn default() -> Self {
+        ServiceConfig {
+            routes: "",
+            wecom_timeout: "1s",
+            delivery_deadline: "2s",
+            extra: "",
+        }
+    }
+}
 
 pub struct Service {
     /// `http://127.0.0.1:PORT`
@@ -168,7 +417,14 @@ pub struct Service {
 }
 
 impl Service {
-    async fn start(dir: &Path, api_url: &str, routes: &str) -> Service {
+    /// Writes its config and secrets into `dir` and starts it.
+    async fn start(dir: &Path, api_url: &str, config: &ServiceConfig<'_>) -> Service {
+        let ServiceConfig {
+            routes,
+            wecom_timeout,
+            delivery_deadline,
+            extra,
+        } = config;
         let secret_file = write_secret(dir, "wecom-ops-secret", &format!("{OPS_SECRET}\n"));
         let token_file = write_secret(dir, "webhook-token", &format!("{WEBHOOK_TOKEN}\n"));
         let config = dir.join("alertmanager-wecom.yml");
@@ -179,8 +435,8 @@ impl Service {
 listen: 127.0.0.1:{port}
 wecom:
   api_url: {api_url}
-  timeout: 1s
-  delivery_deadline: 2s
+  timeout: {wecom_timeout}
+  delivery_deadline: {delivery_deadline}
 server:
   auth:
     bearer_token_file: {token_file}
@@ -192,7 +448,7 @@ apps:
 {routes}
 templates:
   timezone: Asia/Shanghai
-"#,
+{extra}"#,
                 token_file = token_file.display(),
                 secret_file = secret_file.display(),
             );
@@ -262,23 +518,66 @@ pub struct Alertmanager {
     http: reqwest::Client,
 }
 
+/// One Alertmanager's config and flags.
+struct AlertmanagerConfig<'a> {
+    /// Our service's `http://127.0.0.1:PORT`: the webhook goes to its `/alerts`.
+    webhook_address: &'a str,
+    group_interval: &'a str,
+    /// The route's `group_by`, as YAML.
+    group_by: &'a str,
+    /// The bearer token it sends.
+    token: &'a str,
+    /// `--web.external-url` (the webhook body's `externalURL`); by default its own address.
+    external_url: Option<&'a str>,
+    /// Gossip with peers, or run alone (the default).
+    cluster: Option<Cluster>,
+}
+
+impl Default for AlertmanagerConfig<'_> {
+    fn default() -> Self {
+        AlertmanagerConfig {
+            webhook_address: "",
+            group_interval: "2s",
+            group_by: "[alertname, team]",
+            token: WEBHOOK_TOKEN,
+            external_url: None,
+            cluster: None,
+        }
+    }
+}
+
+/// An Alertmanager's place in an HA cluster on 127.0.0.1.
+struct Cluster {
+    /// `--cluster.listen-address=127.0.0.1:PORT` (TCP and UDP).
+    listen_port: u16,
+    /// `--cluster.peer=127.0.0.1:PORT` for each.
+    peer_ports: Vec<u16>,
+}
+
+/// Peers must notify within this or the next one in line notifies too
+/// (`--cluster.peer-timeout`: Alertmanager's peer at position n waits n times this
+/// before it looks whether the notification was sent).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Alertmanager {
-    async fn start(
-        binary: &Path,
-        dir: &Path,
-        webhook_address: &str,
-        group_interval: &str,
-        token: &str,
-    ) -> Alertmanager {
+    async fn start(binary: &Path, dir: &Path, config: &AlertmanagerConfig<'_>) -> Alertmanager {
+        let AlertmanagerConfig {
+            webhook_address,
+            group_interval,
+            group_by,
+            token,
+            external_url,
+            cluster,
+        } = config;
         let credentials_file = write_secret(dir, "alertmanager-webhook-token", &format!("{token}\n"));
-        let config = dir.join("alertmanager.yml");
+        let config_file = dir.join("alertmanager.yml");
         fs::write(
-            &config,
+            &config_file,
             format!(
                 r#"# Written by the e2e harness.
 route:
   receiver: wecom
-  group_by: [alertname, team]
+  group_by: {group_by}
   group_wait: 1s
   group_interval: {group_interval}
   repeat_interval: 1h
@@ -300,13 +599,36 @@ receivers:
         let log = dir.join("alertmanager.log");
         let (process, address) = spawn_until_ready("prometheus-alertmanager", &log, |port| {
             let mut command = Command::new(binary);
+            let external_url = match external_url {
+                Some(url) => url.to_string(),
+                None => format!("http://127.0.0.1:{port}"),
+            };
             command
-                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--config.file={}", config_file.display()))
                 .arg(format!("--storage.path={}", storage.display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg(format!("--web.external-url=http://127.0.0.1:{port}"))
-                .arg("--cluster.listen-address=")
+                .arg(format!("--web.external-url={external_url}"))
                 .arg("--log.level=debug");
+            match cluster {
+                None => {
+                    command.arg("--cluster.listen-address=");
+                }
+                Some(cluster) => {
+                    command
+                        .arg(format!(
+                            "--cluster.listen-address=127.0.0.1:{}",
+                            cluster.listen_port
+                        ))
+                        .arg(format!("--cluster.peer-timeout={}s", PEER_TIMEOUT.as_secs()))
+                        // Gossip settles after 5 polls 10 gossip intervals apart: 1.25 s.
+                        .arg("--cluster.gossip-interval=25ms")
+                        .arg("--cluster.pushpull-interval=1s")
+                        .arg("--cluster.reconnect-interval=1s");
+                    for peer in &cluster.peer_ports {
+                        command.arg(format!("--cluster.peer=127.0.0.1:{peer}"));
+                    }
+                }
+            }
             command
         })
         .await;
@@ -336,6 +658,25 @@ receivers:
 
     pub async fn metrics(&self) -> Scrape {
         scrape(&self.http, &format!("{}/metrics", self.address)).await
+    }
+
+    /// `cluster.status` ("ready", "settling" or "disabled") and the number of peers it
+    /// knows (itself included) from GET /api/v2/status.
+    pub async fn cluster_status(&self) -> (String, usize) {
+        let status: Value = self
+            .http
+            .get(format!("{}/api/v2/status", self.address))
+            .send()
+            .await
+            .expect("Alertmanager answers")
+            .json()
+            .await
+            .expect("status JSON");
+        let cluster = &status["cluster"];
+        (
+            cluster["status"].as_str().unwrap_or_default().to_string(),
+            cluster["peers"].as_array().map_or(0, Vec::len),
+        )
     }
 }
 

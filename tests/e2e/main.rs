@@ -11,6 +11,7 @@
 //!
 //! ```sh
 //! apt-get install -y prometheus-alertmanager    # Debian/Ubuntu; 0.25 is what CI uses
+//! apt-get install -y redis-server               # for the HA tests (ha.rs); 7.0 here
 //! cargo test --test e2e -- --ignored
 //! ```
 //!
@@ -20,13 +21,18 @@
 //! the fake's request log are printed with the failure (`E2E_LOGS=1` prints them for
 //! passing tests too; add `--nocapture` to see them).
 //!
-//! Each test takes 1–6 s (Alertmanager's group_wait is 1 s, its group_interval 2 s); the
-//! suite about 12 s with cargo's default two test threads here.
+//! Each test takes 1–6 s (Alertmanager's group_wait is 1 s, its group_interval 2 s), the
+//! HA tests 13 s and 20 s (a settled cluster, slow sends past the peer timeout, then
+//! waiting to see that nothing is sent twice); the suite about 33 s with cargo's default
+//! two test threads here. Redis is `$REDIS_SERVER`, else `redis-server` on `PATH`.
 
 #[path = "../api/fake_wecom.rs"]
 mod fake_wecom;
+#[path = "../support/redis.rs"]
+mod redis_server;
 
 mod auth;
 mod delivery;
 mod failures;
+mod ha;
 mod harness;

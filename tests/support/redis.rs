@@ -98,11 +98,7 @@ impl RedisServer {
     /// percent-encoded) when the server has one.
     pub fn url(&self) -> String {
         match &self.password {
-            Some(password) => format!(
-                "redis://:{}@127.0.0.1:{}/0",
-                percent_encode(password),
-                self.port
-            ),
+            Some(password) => format!("redis://:{}@127.0.0.1:{}/0", percent_encode(password), self.port),
             None => format!("redis://127.0.0.1:{}/0", self.port),
         }
     }
@@ -152,8 +148,7 @@ impl RedisServer {
 
     /// Everything the server wrote (all runs, appended).
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log)
-            .unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
+        fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.log.display()))
     }
 
     /// The server's working directory (its temp dir).
@@ -238,10 +233,7 @@ impl RedisServer {
             }
             if Instant::now() >= deadline {
                 self.stop();
-                return Err(format!(
-                    "no PONG on port {} after {READY_TIMEOUT:?}",
-                    self.port
-                ));
+                return Err(format!("no PONG on port {} after {READY_TIMEOUT:?}", self.port));
             }
             thread::sleep(POLL_EVERY);
         }
@@ -288,9 +280,7 @@ fn free_port() -> u16 {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -323,8 +313,12 @@ impl Connection {
     fn open(port: u16) -> Result<Connection, String> {
         let address = ("127.0.0.1", port);
         let stream = TcpStream::connect(address).map_err(|e| format!("connect: {e}"))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-        stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         Ok(Connection {
             reader: BufReader::new(stream),
@@ -374,9 +368,7 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {
             -1 => Reply::Bulk(None),
             len if len >= 0 => {
                 let mut bytes = vec![0; len as usize + 2];
-                reader
-                    .read_exact(&mut bytes)
-                    .map_err(|e| format!("read: {e}"))?;
+                reader.read_exact(&mut bytes).map_err(|e| format!("read: {e}"))?;
                 bytes.truncate(len as usize);
                 Reply::Bulk(Some(bytes))
             }
@@ -385,9 +377,7 @@ fn read_reply(reader: &mut impl BufRead) -> Result<Reply, String> {
         "*" => match number()? {
             -1 => Reply::Array(None),
             len if len >= 0 => Reply::Array(Some(
-                (0..len)
-                    .map(|_| read_reply(reader))
-                    .collect::<Result<_, _>>()?,
+                (0..len).map(|_| read_reply(reader)).collect::<Result<_, _>>()?,
             )),
             _ => return Err(format!("bad array length in {line:?}")),
         },
@@ -423,7 +413,11 @@ mod tests {
         redis.start_again();
         assert_eq!(redis.port(), port);
         assert!(redis.answers_ping());
-        assert_eq!(redis.command(&["GET", "e2e:key"]), Ok(Reply::Bulk(None)), "nothing saved");
+        assert_eq!(
+            redis.command(&["GET", "e2e:key"]),
+            Ok(Reply::Bulk(None)),
+            "nothing saved"
+        );
     }
 
     #[test]
