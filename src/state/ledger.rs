@@ -85,12 +85,11 @@ impl Hasher for KeyHasher {
         }
     }
 
-    fn write_u128(&mut self, value: u128) {
-        self.0 ^= value as u64 ^ (value >> 64) as u64;
-    }
 }
 
-type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
+/// Keyed by the bytes themselves: a `u128` key would align each entry to 16 bytes, 32 per
+/// record instead of 24.
+type KeyMap<V> = HashMap<DeliveryKey, V, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Default)]
 struct Entries {
@@ -127,12 +126,12 @@ impl Entries {
         epoch.elapsed().as_millis() as u64
     }
 
-    fn is_accepted(&mut self, key: u128) -> bool {
+    fn is_accepted(&mut self, key: &DeliveryKey) -> bool {
         let now = self.now();
-        match self.accepted.get(&key) {
+        match self.accepted.get(key) {
             Some(until) if *until > now => true,
             Some(_) => {
-                self.accepted.remove(&key);
+                self.accepted.remove(key);
                 false
             }
             None => false,
@@ -160,40 +159,37 @@ impl Entries {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim {
-        let key = u128::from_le_bytes(*key);
         let mut entries = self.lock();
         if entries.is_accepted(key) {
             return Claim::Accepted;
         }
         let now = Instant::now();
-        if entries.claims.get(&key).is_some_and(|(_, until)| *until > now) {
+        if entries.claims.get(key).is_some_and(|(_, until)| *until > now) {
             return Claim::Held;
         }
         if entries.claims.len() > MAX_ENTRIES {
             entries.claims.retain(|_, (_, until)| *until > now);
         }
         let id = ClaimId::new();
-        entries.claims.insert(key, (id, now + hold));
+        entries.claims.insert(*key, (id, now + hold));
         Claim::Mine(id)
     }
 
     async fn accepted(&self, key: &DeliveryKey, window: Duration) {
-        let key = u128::from_le_bytes(*key);
         let mut entries = self.lock();
-        entries.claims.remove(&key);
+        entries.claims.remove(key);
         if window.is_zero() {
             return;
         }
         entries.make_room();
         let until = entries.now() + window.as_millis() as u64;
-        entries.accepted.insert(key, until);
+        entries.accepted.insert(*key, until);
     }
 
     async fn release(&self, key: &DeliveryKey, claim: ClaimId) {
-        let key = u128::from_le_bytes(*key);
         let mut entries = self.lock();
-        if entries.claims.get(&key).is_some_and(|(id, _)| *id == claim) {
-            entries.claims.remove(&key);
+        if entries.claims.get(key).is_some_and(|(id, _)| *id == claim) {
+            entries.claims.remove(key);
         }
     }
 }
