@@ -84,7 +84,6 @@ impl Hasher for KeyHasher {
             self.0 ^= u64::from_le_bytes(word);
         }
     }
-
 }
 
 /// Keyed by the bytes themselves: a `u128` key would align each entry to 16 bytes, 32 per
