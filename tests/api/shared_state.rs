@@ -216,3 +216,33 @@ async fn a_redis_that_is_down_shows_in_the_gauge_before_any_alert_arrives() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_redis_slower_than_command_timeout_counts_as_away_and_paging_goes_on() {
+    let redis = std::sync::Arc::new(RedisServer::start());
+    let wecom = start_fake_wecom().await;
+    let (a, _b) = two_replicas(&shared_config(&redis.url()), &wecom).await;
+    assert_eq!(a.post(&group(1)).await.0, 200);
+    // Redis answers nothing for 2 s (as under a long BGSAVE fork or a stalled network).
+    let stalled = redis.clone();
+    let sleeper = std::thread::spawn(move || stalled.command(&["DEBUG", "SLEEP", "2"]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, report) = a.post(&group(2)).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "one command_timeout (250 ms), not Redis's stall: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(degraded(&a).await, 1.0);
+    sleeper.join().unwrap().expect("DEBUG SLEEP answers once done");
+    let back = Instant::now();
+    while degraded(&a).await != 0.0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "back once Redis answers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

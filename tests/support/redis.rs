@@ -208,6 +208,9 @@ impl RedisServer {
             .arg("no")
             .arg("--daemonize")
             .arg("no")
+            // DEBUG SLEEP lets a test stall the server (a slow Redis), from loopback only.
+            .arg("--enable-debug-command")
+            .arg("local")
             .arg("--dir")
             .arg(self.dir.path());
         if let Some(password) = &self.password {
