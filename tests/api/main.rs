@@ -9,7 +9,7 @@ mod fake_wecom_selftest;
 mod fitting;
 mod helpers;
 mod idempotency;
-mod ingest;
+mod webhook;
 mod observability;
 mod operations;
 mod routing;
