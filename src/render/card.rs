@@ -205,6 +205,26 @@ fn fit_str(object: &mut Map<String, Value>, field: &str, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::WebhookPayload;
+
+    #[test]
+    fn a_link_longer_than_wecom_takes_falls_back_to_alertmanager() {
+        let long = format!("http://prometheus.example.com/graph?g0.expr={}", "x".repeat(1000));
+        let payload = WebhookPayload::parse(
+            format!(
+                r#"{{"alerts":[{{"status":"firing","labels":{{"alertname":"A"}},"generatorURL":"{long}"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+        assert!(long.len() > fit::TEXTCARD_URL_MAX_BYTES && long.len() < 2048);
+        assert_eq!(
+            link(&alerts, "http://am.example/").as_deref(),
+            Some("http://am.example/")
+        );
+        assert_eq!(link(&alerts, "not a url"), None, "no usable link at all");
+    }
 
     #[test]
     fn a_card_is_fitted_to_wecom_limits() {

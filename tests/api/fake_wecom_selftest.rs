@@ -238,7 +238,7 @@ async fn content_limits_in_utf8_bytes() {
         code(&send_raw(&fake, &client, &t, &card("ftp://a.example/x", "详情")).await),
         45034
     );
-    let long_url = format!("https://a.example/{}", "a".repeat(2048));
+    let long_url = format!("https://a.example/{}", "a".repeat(1024));
     assert_eq!(
         code(&send_raw(&fake, &client, &t, &card(&long_url, "详情")).await),
         40094

@@ -9,13 +9,13 @@ mod fake_wecom_selftest;
 mod fitting;
 mod helpers;
 mod idempotency;
-mod webhook;
 mod observability;
 mod operations;
 mod routing;
 mod shared_state;
 mod templates;
 mod tokens;
+mod webhook;
 mod wecom_failures;
 
 #[path = "../support/redis.rs"]
