@@ -528,7 +528,6 @@ fn run(args: &Args) -> Result<bool, String> {
             (0..VARIANTS).map(|v| payloads::group(v, size, v)).collect(),
             !args.repeat_groups,
         );
-        let commands_before = redis.as_ref().and_then(|_| redis_commands(redis_port));
         // One phase against one target: `None` at --concurrency, `Some(rate)` open loop.
         let phase = |target: &Target, rate: Option<f64>| {
             let measured = runtime.block_on(measure(
@@ -560,7 +559,6 @@ fn run(args: &Args) -> Result<bool, String> {
                 (after - before) as f64 / webhooks.max(1) as f64
             );
         }
-        let _ = commands_before;
         peak_under_load = peak_under_load.max(our.peak_rss_kib);
         peak_by_size.push((size, our.peak_rss_kib));
         all_ok &= check_phase(&our);

@@ -310,10 +310,15 @@ impl WeComApi {
             endpoint,
             detail: format!("not a WeCom JSON reply ({e})"),
         };
-        let mut reply: Reply = serde_json::from_slice(&body).map_err(bad_reply)?;
-        if matches!(endpoint, Endpoint::AppchatCreate | Endpoint::AppchatGet) {
-            reply.whole = serde_json::from_slice(&body).map_err(bad_reply)?;
-        }
+        // The calls whose whole answer matters are read once as a JSON value.
+        let reply = if matches!(endpoint, Endpoint::AppchatCreate | Endpoint::AppchatGet) {
+            let whole: Value = serde_json::from_slice(&body).map_err(bad_reply)?;
+            let mut reply = Reply::deserialize(&whole).map_err(bad_reply)?;
+            reply.whole = whole;
+            reply
+        } else {
+            serde_json::from_slice(&body).map_err(bad_reply)?
+        };
         if reply.errcode != 0 {
             return Err(WeComError::Api {
                 endpoint,

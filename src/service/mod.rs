@@ -37,17 +37,17 @@ pub enum AssemblyError {
 
 /// What outlives a configuration reload: metrics, WeCom clients and tokens, and the
 /// delivery state.
-pub struct Shared {
+pub struct Lasting {
     pub metrics: Metrics,
     pub clients: Clients,
     pub store: DeliveryStore,
 }
 
-impl Shared {
+impl Lasting {
     /// Fresh metrics and clients, and the delivery state `config` asks for.
-    pub fn for_config(config: &Config) -> Result<Shared, AssemblyError> {
+    pub fn for_config(config: &Config) -> Result<Lasting, AssemblyError> {
         let metrics = Metrics::new();
-        Ok(Shared {
+        Ok(Lasting {
             clients: Clients::new(metrics.clone()),
             store: DeliveryStore::from_settings(&config.state, &metrics)?,
             metrics,
@@ -67,14 +67,14 @@ pub struct Service {
 impl Service {
     /// Loads the templates, checks every route's template exists and renders each against
     /// sample notifications. `dry_run` makes every target log instead of send.
-    pub fn new(config: Config, dry_run: bool, shared: &Shared) -> Result<Service, AssemblyError> {
+    pub fn new(config: Config, dry_run: bool, lasting: &Lasting) -> Result<Service, AssemblyError> {
         let renderer = Renderer::new(&config.templates)?;
         renderer.check_routes(&config.routes)?;
-        let metrics = shared.metrics.clone();
+        let metrics = lasting.metrics.clone();
         let notifier = Notifier::new(
             &config,
-            &shared.clients,
-            shared.store.clone(),
+            &lasting.clients,
+            lasting.store.clone(),
             metrics.clone(),
             dry_run,
         );
@@ -97,7 +97,7 @@ impl Service {
 
     /// A service with state of its own, for one-off use (`check`, `render`, tests).
     pub fn standalone(config: Config, dry_run: bool) -> Result<Service, AssemblyError> {
-        let shared = Shared::for_config(&config)?;
-        Service::new(config, dry_run, &shared)
+        let lasting = Lasting::for_config(&config)?;
+        Service::new(config, dry_run, &lasting)
     }
 }

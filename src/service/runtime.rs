@@ -1,5 +1,5 @@
 //! The running service across reloads: the current [`Service`] (swapped atomically when
-//! the configuration is reloaded), what outlives it ([`Shared`]), and readiness.
+//! the configuration is reloaded), what outlives it ([`Lasting`]), and readiness.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use log::{error, info, warn};
 
-use super::{AssemblyError, Service, Shared};
+use super::{AssemblyError, Lasting, Service};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 
@@ -44,7 +44,7 @@ impl ConfigSource {
 pub struct Runtime {
     current: ArcSwap<Service>,
     pub metrics: Metrics,
-    shared: Shared,
+    lasting: Lasting,
     source: ConfigSource,
     dry_run: bool,
     ready: AtomicBool,
@@ -74,13 +74,13 @@ impl Runtime {
         listen_override: Option<SocketAddr>,
         dry_run: bool,
     ) -> Result<Runtime, AssemblyError> {
-        let shared = Shared::for_config(&config)?;
-        let service = Service::new(config, dry_run, &shared)?;
-        shared.metrics.record_reload(true);
+        let lasting = Lasting::for_config(&config)?;
+        let service = Service::new(config, dry_run, &lasting)?;
+        lasting.metrics.record_reload(true);
         Ok(Runtime {
             current: ArcSwap::from_pointee(service),
-            metrics: shared.metrics.clone(),
-            shared,
+            metrics: lasting.metrics.clone(),
+            lasting,
             source,
             dry_run,
             ready: AtomicBool::new(true),
@@ -92,7 +92,7 @@ impl Runtime {
     /// Starts what runs beside requests (within the tokio runtime that serves them): the
     /// shared state's health watch.
     pub fn start_background(&self) {
-        self.shared.store.watch();
+        self.lasting.store.watch();
     }
 
     /// The current configuration's pipeline. Hold on to it for a whole request.
@@ -119,7 +119,7 @@ impl Runtime {
                         config.listen
                     );
                 }
-                Service::new(config, self.dry_run, &self.shared)
+                Service::new(config, self.dry_run, &self.lasting)
             });
         match result {
             Ok(service) => {

@@ -24,8 +24,8 @@ pub use rate_budget::{MemoryRateBudgets, RateBudgets, RateLimits, Reservation};
 pub struct DeliveryStore {
     pub ledger: Arc<dyn Ledger>,
     pub budgets: Arc<dyn RateBudgets>,
-    /// The shared store's watcher, when there is one.
-    shared: Option<shared::Shared>,
+    /// The shared store, for its watcher.
+    shared: Option<Arc<shared::SharedStore>>,
 }
 
 impl DeliveryStore {
@@ -43,13 +43,10 @@ impl DeliveryStore {
         match settings {
             StateSettings::Memory => Ok(DeliveryStore::in_memory()),
             StateSettings::Redis(redis) => {
-                let store = shared::Shared(shared::SharedStore::new(
-                    redis::RedisStore::new(redis)?,
-                    metrics.clone(),
-                ));
+                let store = shared::SharedStore::new(redis::RedisStore::new(redis)?, metrics.clone());
                 Ok(DeliveryStore {
-                    ledger: Arc::new(store.clone()),
-                    budgets: Arc::new(store.clone()),
+                    ledger: store.clone(),
+                    budgets: store.clone(),
                     shared: Some(store),
                 })
             }
@@ -69,7 +66,7 @@ impl DeliveryStore {
     /// serves): a Redis that is down shows in `state_degraded` without waiting for an alert.
     pub fn watch(&self) {
         if let Some(store) = &self.shared {
-            store.0.watch();
+            store.watch();
         }
     }
 }

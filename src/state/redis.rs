@@ -141,9 +141,12 @@ impl RedisStore {
     }
 
     fn message_key(&self, key: &DeliveryKey) -> String {
-        let mut name = format!("{}msg:", self.settings.key_prefix);
+        use std::fmt::Write;
+        let mut name = String::with_capacity(self.settings.key_prefix.len() + 4 + 2 * key.len());
+        name.push_str(&self.settings.key_prefix);
+        name.push_str("msg:");
         for byte in key {
-            name.push_str(&format!("{byte:02x}"));
+            let _ = write!(name, "{byte:02x}");
         }
         name
     }
@@ -234,6 +237,9 @@ impl RedisStore {
     }
 
     pub async fn unbook(&self, scope: &str, keys: &[String], id: u64) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(()); // nothing was booked (see `book`)
+        }
         let names: Vec<String> = keys.iter().map(|k| self.rate_key(scope, k)).collect();
         self.run(|mut c| async move {
             let mut pipe = redis::pipe();

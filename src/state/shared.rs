@@ -87,90 +87,77 @@ impl SharedStore {
     }
 }
 
-/// The ledger and budgets of a [`SharedStore`]; `Arc` so that a failure can start the probe.
-#[derive(Clone)]
-pub struct Shared(pub Arc<SharedStore>);
-
-#[async_trait]
-impl Ledger for Shared {
-    async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim {
-        let store = &self.0;
-        if !store.is_degraded() {
-            match store.redis.claim(key, hold).await {
-                Ok(claim) => return claim,
-                Err(error) => store_failed(&self.0, &error),
-            }
+impl SharedStore {
+    /// Runs `operation` on Redis unless degraded; a failure degrades. `None`: use local
+    /// state.
+    async fn on_redis<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        if self.is_degraded() {
+            return None;
         }
-        store.local_ledger.claim(key, hold).await
-    }
-
-    async fn accepted(&self, key: &DeliveryKey, window: Duration) {
-        let store = &self.0;
-        store.local_ledger.accepted(key, window).await;
-        if !store.is_degraded() {
-            if let Err(error) = store.redis.accepted(key, window).await {
-                store_failed(&self.0, &error);
-            }
-        }
-    }
-
-    async fn release(&self, key: &DeliveryKey, claim: ClaimId) {
-        let store = &self.0;
-        store.local_ledger.release(key, claim).await;
-        if !store.is_degraded() {
-            if let Err(error) = store.redis.release(key, claim).await {
-                store_failed(&self.0, &error);
+        match operation.await {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.degrade(&error);
+                None
             }
         }
     }
 }
 
 #[async_trait]
-impl RateBudgets for Shared {
+impl Ledger for SharedStore {
+    async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim {
+        match self.on_redis(self.redis.claim(key, hold)).await {
+            Some(claim) => claim,
+            None => self.local_ledger.claim(key, hold).await,
+        }
+    }
+
+    async fn accepted(&self, key: &DeliveryKey, window: Duration) {
+        self.local_ledger.accepted(key, window).await;
+        self.on_redis(self.redis.accepted(key, window)).await;
+    }
+
+    async fn release(&self, key: &DeliveryKey, claim: ClaimId) {
+        self.local_ledger.release(key, claim).await;
+        self.on_redis(self.redis.release(key, claim)).await;
+    }
+}
+
+#[async_trait]
+impl RateBudgets for SharedStore {
     async fn try_reserve(
         &self,
         scope: &str,
         keys: &[String],
         limits: RateLimits,
     ) -> Result<Reservation, Vec<String>> {
-        let store = &self.0;
-        if !store.is_degraded() {
-            let id = fastrand::u64(..);
-            match store.redis.book(scope, keys, limits, id).await {
-                Ok(Ok(())) => {
-                    return Ok(Reservation {
-                        scope: scope.to_string(),
-                        keys: keys.to_vec(),
-                        id,
-                        shared: true,
-                    })
-                }
-                Ok(Err(over)) => return Err(over),
-                Err(error) => store_failed(&self.0, &error),
-            }
+        let id = fastrand::u64(..);
+        match self.on_redis(self.redis.book(scope, keys, limits, id)).await {
+            Some(Ok(())) => Ok(Reservation {
+                scope: scope.to_string(),
+                keys: keys.to_vec(),
+                id,
+                shared: true,
+            }),
+            Some(Err(over)) => Err(over),
+            None => self.local_budgets.try_reserve(scope, keys, limits).await,
         }
-        store.local_budgets.try_reserve(scope, keys, limits).await
     }
 
+    /// While degraded a shared booking is left to expire with its hour: not worth waiting
+    /// on a Redis that is away.
     async fn release(&self, reservation: Reservation) {
-        let store = &self.0;
         if !reservation.shared {
-            return store.local_budgets.release(reservation).await;
+            return self.local_budgets.release(reservation).await;
         }
-        if store.is_degraded() {
-            // Its booking expires with the hour; not worth waiting on a Redis that is away.
-            return;
-        }
-        if let Err(error) = store
-            .redis
-            .unbook(&reservation.scope, &reservation.keys, reservation.id)
-            .await
-        {
-            store_failed(&self.0, &error);
-        }
+        self.on_redis(
+            self.redis
+                .unbook(&reservation.scope, &reservation.keys, reservation.id),
+        )
+        .await;
     }
-}
-
-fn store_failed(store: &SharedStore, error: &StoreError) {
-    store.degrade(error);
 }

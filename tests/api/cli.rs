@@ -406,3 +406,14 @@ fn mistakes_on_the_command_line_get_a_clear_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn appchat_says_when_the_app_has_no_secret_to_ask_wecom_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, VALID);
+    let (code, _, stderr) = run(&[
+        "appchat", "get", "--config", &path, "--app", "ops", "--chatid", "wrkOps1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("app ops has no secret configured"), "{stderr}");
+}

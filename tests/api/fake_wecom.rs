@@ -1140,9 +1140,9 @@ fn check_media(obj: &Map<String, Value>, msgtype: &str) -> Result<(), Fail> {
     Err((40007, "invalid media_id"))
 }
 
-/// mpnews: 1..=8 articles with title and thumb_media_id (always invalid here: no media).
-fn check_mpnews(obj: &Map<String, Value>) -> Result<(), Fail> {
-    let news = section(obj, "mpnews", (44003, "empty news"))?;
+/// The 1..=8 article objects of a `news` or `mpnews` body.
+fn articles<'a>(obj: &'a Map<String, Value>, msgtype: &str) -> Result<Vec<&'a Map<String, Value>>, Fail> {
+    let news = section(obj, msgtype, (44003, "empty news"))?;
     let articles = array(news, "articles")?;
     if articles.is_empty() {
         return Err((44003, "empty news"));
@@ -1150,8 +1150,15 @@ fn check_mpnews(obj: &Map<String, Value>) -> Result<(), Fail> {
     if articles.len() > NEWS_MAX_ARTICLES {
         return Err((45008, "article size out of limit"));
     }
-    for article in articles {
-        let a = article.as_object().ok_or((40058, "invalid article"))?;
+    articles
+        .iter()
+        .map(|article| article.as_object().ok_or((40058, "invalid article")))
+        .collect()
+}
+
+/// mpnews: 1..=8 articles with title and thumb_media_id (always invalid here: no media).
+fn check_mpnews(obj: &Map<String, Value>) -> Result<(), Fail> {
+    for a in articles(obj, "mpnews")? {
         required_str(a, "title", (41016, "title missing"))?;
         required_str(a, "thumb_media_id", (41006, "thumb_media_id missing"))?;
     }
@@ -1710,16 +1717,7 @@ fn check_template_card(obj: &Map<String, Value>) -> Result<(), Fail> {
 }
 
 fn check_news(obj: &Map<String, Value>) -> Result<(), Fail> {
-    let news = section(obj, "news", (44003, "empty news"))?;
-    let articles = array(news, "articles")?;
-    if articles.is_empty() {
-        return Err((44003, "empty news"));
-    }
-    if articles.len() > NEWS_MAX_ARTICLES {
-        return Err((45008, "article size out of limit"));
-    }
-    for article in articles {
-        let a = article.as_object().ok_or((40058, "invalid article"))?;
+    for a in articles(obj, "news")? {
         let title = required_str(a, "title", (41016, "title missing"))?;
         if title.len() > TEXTCARD_TITLE_MAX_BYTES {
             return Err((45002, "title size out of limit"));

@@ -17,15 +17,13 @@ async fn setup() -> (FakeWeCom, reqwest::Client) {
     (fake, reqwest::Client::new())
 }
 
+/// Sends `request` and reads its JSON answer.
+async fn reply(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn gettoken_raw(fake: &FakeWeCom, client: &reqwest::Client, query: &str) -> Value {
-    client
-        .get(format!("{}gettoken?{query}", fake.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    reply(client.get(format!("{}gettoken?{query}", fake.base_url()))).await
 }
 
 async fn gettoken(fake: &FakeWeCom, client: &reqwest::Client, corp: &str, secret: &str) -> Value {
@@ -39,15 +37,12 @@ async fn token(fake: &FakeWeCom, client: &reqwest::Client) -> String {
 }
 
 async fn send_raw(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, body: &Value) -> Value {
-    client
-        .post(format!("{}message/send?access_token={tok}", fake.base_url()))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    reply(
+        client
+            .post(format!("{}message/send?access_token={tok}", fake.base_url()))
+            .json(body),
+    )
+    .await
 }
 
 fn text(to: &str, content: &str) -> Value {
@@ -262,15 +257,12 @@ async fn content_limits_in_utf8_bytes() {
     let mut unsafe_ = text("alice", "x");
     unsafe_["safe"] = json!(2);
     assert_eq!(code(&send_raw(&fake, &client, &t, &unsafe_).await), 40058);
-    let v: Value = client
-        .post(format!("{}message/send?access_token={t}", fake.base_url()))
-        .body("{not json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = reply(
+        client
+            .post(format!("{}message/send?access_token={t}", fake.base_url()))
+            .body("{not json"),
+    )
+    .await;
     assert_eq!(code(&v), 47001);
     assert_eq!(fake.delivered().len(), 4);
 }
@@ -436,15 +428,12 @@ async fn appchat_post(
     tok: &str,
     body: &Value,
 ) -> Value {
-    client
-        .post(format!("{}appchat/{path}?access_token={tok}", fake.base_url()))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    reply(
+        client
+            .post(format!("{}appchat/{path}?access_token={tok}", fake.base_url()))
+            .json(body),
+    )
+    .await
 }
 
 async fn appchat_get(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, chatid: &str) -> Value {
@@ -607,24 +596,14 @@ async fn appchat_create_validation() {
     )
     .await;
     assert_eq!(code(&v), 41001);
-    let v: Value = client
-        .get(format!("{}appchat/create?access_token={t}", fake.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = reply(client.get(format!("{}appchat/create?access_token={t}", fake.base_url()))).await;
     assert_eq!(code(&v), 43002);
-    let v: Value = client
-        .post(format!("{}appchat/create?access_token={t}", fake.base_url()))
-        .body("{not json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = reply(
+        client
+            .post(format!("{}appchat/create?access_token={t}", fake.base_url()))
+            .body("{not json"),
+    )
+    .await;
     assert_eq!(code(&v), 47001);
 }
 
