@@ -3,19 +3,52 @@
 //! Serves `GET {base}gettoken` and `POST {base}message/send` on 127.0.0.1 with the
 //! behaviour described in `docs/wecom-api.md`: errcodes in HTTP 200 JSON bodies,
 //! one token per (corp, app), early invalidation, recipient validation, byte limits,
-//! duplicate check and the silent 30/minute per-member drop. Where the real service is
-//! ambiguous the fake is the stricter one. Faults can be injected per endpoint (FIFO), and
-//! the fake's clock can be moved forward with [`FakeWeCom::advance_time`] so tests never
-//! wait for real token expiry or rate windows.
+//! duplicate check and the silent per-member drop. Where the real service is ambiguous the
+//! fake is the stricter one. Faults can be injected per endpoint (FIFO), and the fake's
+//! clock can be moved forward with [`FakeWeCom::advance_time`] so tests never wait for real
+//! token expiry or rate windows.
+//!
+//! Per-member limits of message/send ("发送应用消息": 每应用对同一个成员不可超过30次/分钟,
+//! 1000次/小时,超过部分会被丢弃不下发). The page gives the numbers, not how WeCom counts, so the
+//! fake assumes the worst:
+//! - A message counts for a member when the fake receives and processes it, by WeCom's own
+//!   clock, never when the sender sees the answer. [`FakeWeCom::set_answer_latency`] makes
+//!   the answer leave later than that moment (a sender that counts at answer time then gets
+//!   the window's start wrong); [`Fault::Delay`] instead delays the processing itself.
+//! - A member is over a limit when EITHER the sliding window (the last 60 s / 3600 s on the
+//!   fake's monotonic clock) OR the calendar minute / hour of WeCom's wall clock (this
+//!   machine's clock + `advance_time` + [`FakeWeCom::set_clock_skew`]; UTC and China time
+//!   share minute and hour boundaries) already holds 30 / 1,000 of this app's messages for
+//!   that member. Messages over a limit are answered errcode 0 and silently not delivered to
+//!   that member (others still get it); dropped messages do not count.
+//! - A message to users, parties, tags or `@all` counts once per distinct member it reaches:
+//!   a party reaches its members and its sub-parties' members ([`FakeWeCom::add_party`],
+//!   [`FakeWeCom::add_child_party`]); a tag its users and its parties' members
+//!   ([`FakeWeCom::add_tag`]); `@all` every user of the directory (the app's visible range
+//!   is the whole directory). Parties and tags from `add_parties` / `add_tags` are valid but
+//!   reach no member the fake knows of.
+//!
+//! Duplicate check ("发送应用消息": enable_duplicate_check=1 表示在一定时间间隔内,同样内容
+//! (请求json)的消息,不会重复收到; duplicate_check_interval 默认1800s,最大不超过4小时). The fake
+//! compares the raw request body byte for byte with those accepted from the same corp with
+//! the flag set, within the interval (from the first acceptance; a suppressed repeat does not
+//! extend it). Parsed-JSON equality or a looser key would suppress more than "the same
+//! request JSON" promises; bytes suppress least, so a service cannot lean on WeCom to dedup
+//! anything but its own exact retries. The body includes agentid, the recipients and the
+//! interval itself. A suppressed duplicate is answered errcode 0 with a fresh msgid, is not
+//! delivered, and still counts against each member's limits (the pages do not say; counting
+//! is stricter). 0 or more than 14,400 s answers 40058. The original counts even if the
+//! per-member limit dropped it for everyone, so a dedup-enabled retry cannot get it through.
 //!
 //! It also serves WeCom's app group chats (应用群聊): `appchat/create`, `appchat/get`,
 //! `appchat/update` and `appchat/send`, following WeCom's pages "创建群聊会话", "获取群聊会话",
 //! "修改群聊会话", "应用推送消息" and the "全局错误码" list (the "appchat" section below lists
-//! every errcode and where the fake chose the stricter reading).
+//! every errcode and where the fake chose the stricter reading), and reads of the directory:
+//! `user/simplelist`, `department/simplelist` and `tag/get` (the "Directory reads" section).
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,17 +106,23 @@ pub enum Fault {
     GarbageBody,
 }
 
-/// A message WeCom accepted and actually delivered to at least one recipient.
+/// A message WeCom accepted and actually delivered to at least one member, or sent to a
+/// party or tag whose membership the test never gave (see [`FakeWeCom::add_parties`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveredMessage {
     pub agent_id: i64,
     pub msgtype: String,
-    /// Valid users reached (directory spelling), minus those silently dropped.
+    /// Users named in `touser` (every user for `@all`) who received it: directory spelling,
+    /// in request order, minus those silently dropped.
     pub users: Vec<String>,
-    /// Valid parties reached.
+    /// Valid parties named in `toparty`.
     pub parties: Vec<String>,
-    /// Valid tags reached.
+    /// Valid tags named in `totag`.
     pub tags: Vec<String>,
+    /// Every member who actually received it: the distinct members its users, parties (with
+    /// their sub-parties) and tags reach, minus those silently dropped. Directory spelling,
+    /// sorted.
+    pub members: Vec<String>,
     /// The full request JSON.
     pub body: Value,
 }
@@ -101,6 +140,12 @@ pub enum Endpoint {
     AppchatUpdate,
     /// `POST appchat/send`
     AppchatSend,
+    /// `GET user/simplelist` (获取部门成员)
+    UserSimpleList,
+    /// `GET department/simplelist` (获取子部门ID列表)
+    DepartmentSimpleList,
+    /// `GET tag/get` (获取标签成员)
+    TagGet,
 }
 
 impl Endpoint {
@@ -108,6 +153,13 @@ impl Endpoint {
         matches!(
             self,
             Endpoint::AppchatCreate | Endpoint::AppchatGet | Endpoint::AppchatUpdate | Endpoint::AppchatSend
+        )
+    }
+
+    fn is_directory(self) -> bool {
+        matches!(
+            self,
+            Endpoint::UserSimpleList | Endpoint::DepartmentSimpleList | Endpoint::TagGet
         )
     }
 }
@@ -174,6 +226,15 @@ impl FakeWeCom {
                 .route("/cgi-bin/appchat/get", web::route().to(appchat_get_handler))
                 .route("/cgi-bin/appchat/update", web::route().to(appchat_update_handler))
                 .route("/cgi-bin/appchat/send", web::route().to(appchat_send_handler))
+                .route(
+                    "/cgi-bin/user/simplelist",
+                    web::route().to(user_simplelist_handler),
+                )
+                .route(
+                    "/cgi-bin/department/simplelist",
+                    web::route().to(department_simplelist_handler),
+                )
+                .route("/cgi-bin/tag/get", web::route().to(tag_get_handler))
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -216,6 +277,7 @@ impl FakeWeCom {
             agent_id,
             current_token: None,
             appchat_allowed: true,
+            directory_allowed: true,
         });
     }
 
@@ -230,16 +292,149 @@ impl FakeWeCom {
         }
     }
 
-    /// Valid party (department) ids for all apps (exact match).
+    /// Valid party (department) ids for all apps (exact match), whose membership the fake
+    /// does not know: a message to one is accepted and recorded in
+    /// [`FakeWeCom::delivered`], but reaches no member the fake can count. Use
+    /// [`FakeWeCom::add_party`] for a party with members. An id that exists already is left
+    /// as it is.
     pub fn add_parties(&self, ids: &[&str]) {
         let mut st = self.shared.lock();
-        st.parties.extend(ids.iter().map(|s| s.to_string()));
+        for id in ids {
+            st.parties
+                .entry(id.to_string())
+                .or_insert_with(PartyState::opaque);
+        }
     }
 
-    /// Valid tag ids for all apps (exact match).
+    /// Valid tag ids for all apps (exact match), whose membership the fake does not know
+    /// (like [`FakeWeCom::add_parties`]). Use [`FakeWeCom::add_tag`] for a tag with members.
     pub fn add_tags(&self, ids: &[&str]) {
         let mut st = self.shared.lock();
-        st.tags.extend(ids.iter().map(|s| s.to_string()));
+        for id in ids {
+            st.tags
+                .entry(id.to_string())
+                .or_insert_with(|| TagState::new(id, false));
+        }
+    }
+
+    /// A party (department) with these members, for all apps. `id` is a department id as
+    /// WeCom has them: a decimal `u32` from 1 up, without leading zeros. Members must be in
+    /// the directory already ([`FakeWeCom::add_users`]; matched case-insensitively, stored
+    /// in directory spelling). Adding a party that exists adds the members to it (and gives
+    /// a party from [`FakeWeCom::add_parties`] a known membership). Panics otherwise.
+    pub fn add_party(&self, id: &str, members: &[&str]) {
+        assert!(
+            decimal_id(id).is_some_and(|n| n >= 1),
+            "fake WeCom add_party: party id {id:?} is not a decimal department id (1, 2, ...)"
+        );
+        let mut st = self.shared.lock();
+        let members: Vec<String> = members
+            .iter()
+            .map(|m| {
+                st.lookup_user(m).unwrap_or_else(|| {
+                    panic!(
+                        "fake WeCom add_party: member {m:?} is not in the directory (call add_users first)"
+                    )
+                })
+            })
+            .collect();
+        let party = st
+            .parties
+            .entry(id.to_string())
+            .or_insert_with(PartyState::opaque);
+        party.known = true;
+        for m in members {
+            push_unique(&mut party.members, m);
+        }
+    }
+
+    /// Makes `child` a sub-party of `parent`: a message to `parent` (directly or through a
+    /// tag) also reaches `child`'s members and those of its own sub-parties. Both must exist
+    /// with decimal ids; a party has one parent; no cycles. Panics otherwise.
+    pub fn add_child_party(&self, parent: &str, child: &str) {
+        let mut st = self.shared.lock();
+        for id in [parent, child] {
+            assert!(
+                st.parties.contains_key(id) && decimal_id(id).is_some(),
+                "fake WeCom add_child_party: no party {id:?} with a decimal id (call add_party first)"
+            );
+        }
+        // parent must not be child itself or below it
+        let mut up = Some(parent.to_string());
+        while let Some(id) = up {
+            assert!(
+                id != child,
+                "fake WeCom add_child_party: {child:?} is {parent:?} or above it (a cycle)"
+            );
+            up = st.parties[&id].parent.clone();
+        }
+        let party = st.parties.get_mut(child).expect("checked above");
+        match &party.parent {
+            Some(p) if p != parent => {
+                panic!("fake WeCom add_child_party: party {child:?} already has parent {p:?}")
+            }
+            _ => party.parent = Some(parent.to_string()),
+        }
+    }
+
+    /// A tag with these users and parties, for all apps. `id` is a decimal `u32` (tag ids
+    /// are non-negative integers); users must be in the directory, parties must exist
+    /// ([`FakeWeCom::add_party`] or [`FakeWeCom::add_parties`]). A message to the tag
+    /// reaches its users and its parties' members (with sub-parties). Adding a tag that
+    /// exists adds to it. Its name is `tag<id>` until [`FakeWeCom::set_tag_name`]. Panics
+    /// otherwise.
+    pub fn add_tag(&self, id: &str, users: &[&str], parties: &[&str]) {
+        assert!(
+            decimal_id(id).is_some(),
+            "fake WeCom add_tag: tag id {id:?} is not a decimal tag id (0, 1, ...)"
+        );
+        let mut st = self.shared.lock();
+        let users: Vec<String> = users
+            .iter()
+            .map(|u| {
+                st.lookup_user(u).unwrap_or_else(|| {
+                    panic!("fake WeCom add_tag: user {u:?} is not in the directory (call add_users first)")
+                })
+            })
+            .collect();
+        for p in parties {
+            assert!(
+                st.parties.contains_key(*p),
+                "fake WeCom add_tag: party {p:?} does not exist (call add_party first)"
+            );
+        }
+        let tag = st
+            .tags
+            .entry(id.to_string())
+            .or_insert_with(|| TagState::new(id, true));
+        tag.known = true;
+        for u in users {
+            push_unique(&mut tag.users, u);
+        }
+        for p in parties {
+            push_unique(&mut tag.parties, p.to_string());
+        }
+    }
+
+    /// The `name` user/simplelist and tag/get answer for a user (default: the userid in
+    /// directory spelling). Panics for a user not in the directory.
+    pub fn set_user_name(&self, id: &str, name: &str) {
+        let mut st = self.shared.lock();
+        assert!(
+            st.lookup_user(id).is_some(),
+            "fake WeCom set_user_name: {id:?} is not in the directory (call add_users first)"
+        );
+        st.user_names.insert(id.to_lowercase(), name.to_string());
+    }
+
+    /// The `tagname` tag/get answers. Panics for an unknown tag.
+    pub fn set_tag_name(&self, id: &str, name: &str) {
+        let mut st = self.shared.lock();
+        let tag = st
+            .tags
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("fake WeCom set_tag_name: no tag {id:?} (call add_tag first)"));
+        tag.name = name.to_string();
     }
 
     /// Lifetime reported and enforced for tokens issued from now on.
@@ -259,7 +454,6 @@ impl FakeWeCom {
         self.shared.lock().kill_valid_tokens(Kill::Invalidated);
     }
 
-    /// Faults for the next calls of message/send, FIFO.
     /// A group robot reachable with this webhook key.
     pub fn add_robot(&self, key: &str) {
         self.shared.lock().robots.insert(
@@ -302,6 +496,7 @@ impl FakeWeCom {
             .push((user.to_string(), faults.into()));
     }
 
+    /// Faults for the next calls of message/send, FIFO.
     pub fn inject_send_faults(&self, faults: Vec<Fault>) {
         self.shared.lock().send_faults.extend(faults);
     }
@@ -326,14 +521,106 @@ impl FakeWeCom {
         self.shared.lock().delivered.clone()
     }
 
-    /// Per-recipient deliveries silently dropped by the per-member rate limit.
+    /// (message, member) pairs silently dropped by the per-member rate limits of
+    /// message/send (the message was answered errcode 0; that member did not get it).
     pub fn silently_dropped(&self) -> usize {
         self.shared.lock().silently_dropped
     }
 
+    /// Bodies of the message/send messages this member actually received, in order (matched
+    /// case-insensitively; messages to parties and tags included, silently dropped ones
+    /// not).
+    pub fn member_messages(&self, user: &str) -> Vec<Value> {
+        let st = self.shared.lock();
+        let Some(canonical) = st.lookup_user(user) else {
+            return Vec::new();
+        };
+        st.delivered
+            .iter()
+            .filter(|m| m.members.contains(&canonical))
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
+    /// message/send (and appchat/send) answer this long after the fake has processed the
+    /// request: the message is checked, counted against the per-member limits and delivered
+    /// when it arrives, and the reply leaves `latency` later. Faulted replies wait too.
+    /// [`Fault::Delay`] is the other way round: it waits before processing.
+    pub fn set_answer_latency(&self, latency: Duration) {
+        self.shared.lock().answer_latency = latency;
+    }
+
+    /// Puts WeCom's wall clock `secs` ahead of (positive) or behind (negative) this
+    /// machine's, on top of [`FakeWeCom::advance_time`]. The wall clock decides the calendar
+    /// minute and hour of the per-member limits; the sliding windows, token lifetimes and the
+    /// duplicate check run on the fake's monotonic clock, which skew does not move. Setting
+    /// it again replaces the previous skew (the clock may jump back).
+    pub fn set_clock_skew(&self, secs: i64) {
+        self.shared.lock().clock_skew = secs;
+    }
+
+    /// WeCom's wall clock now: this machine's clock plus [`FakeWeCom::advance_time`] and
+    /// [`FakeWeCom::set_clock_skew`].
+    pub fn wecom_now(&self) -> SystemTime {
+        let nanos = self.shared.lock().wall_nanos();
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
+    }
+
+    // ---- directory reads (user/simplelist, department/simplelist, tag/get) ----
+
+    /// The app(s) with this agent id may no longer read the directory: user/simplelist,
+    /// department/simplelist and tag/get answer 60011. Panics if no app has that agent id.
+    pub fn deny_directory(&self, agent_id: i64) {
+        self.set_directory_allowed(agent_id, false);
+    }
+
+    /// Undoes [`FakeWeCom::deny_directory`] (the default for every app).
+    pub fn allow_directory(&self, agent_id: i64) {
+        self.set_directory_allowed(agent_id, true);
+    }
+
+    fn set_directory_allowed(&self, agent_id: i64, allowed: bool) {
+        let mut st = self.shared.lock();
+        let mut found = false;
+        for app in st.apps.iter_mut().filter(|a| a.agent_id == agent_id) {
+            app.directory_allowed = allowed;
+            found = true;
+        }
+        assert!(
+            found,
+            "fake WeCom: no app with agent id {agent_id} (call add_app first)"
+        );
+    }
+
+    /// Faults for the next calls of one directory endpoint (user/simplelist,
+    /// department/simplelist or tag/get), FIFO per endpoint. Panics for another endpoint.
+    pub fn inject_directory_faults(&self, endpoint: Endpoint, faults: Vec<Fault>) {
+        assert!(
+            endpoint.is_directory(),
+            "fake WeCom: {endpoint:?} is not a directory endpoint"
+        );
+        self.shared
+            .lock()
+            .directory_faults
+            .entry(endpoint)
+            .or_default()
+            .extend(faults);
+    }
+
+    /// Requests received by one directory endpoint (including failed and faulted ones).
+    pub fn directory_calls(&self, endpoint: Endpoint) -> usize {
+        self.shared
+            .lock()
+            .directory_calls
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+
     // ---- extras beyond the agreed API ----
 
-    /// Move the fake's clock forward (token expiry, rate windows, duplicate check).
+    /// Move the fake's clock forward (token expiry, rate windows, duplicate check, and the
+    /// wall clock of the calendar windows).
     pub fn advance_time(&self, by: Duration) {
         self.shared.lock().clock_offset += by;
     }
@@ -505,6 +792,66 @@ struct AppReg {
     current_token: Option<String>,
     /// Whether the app's visible range is the root department (required by appchat/*).
     appchat_allowed: bool,
+    /// Whether the app may read the directory (user/simplelist, department/simplelist,
+    /// tag/get); 60011 otherwise.
+    directory_allowed: bool,
+}
+
+/// A party (department) of the directory.
+struct PartyState {
+    /// False for a party from `add_parties`: valid, but who it reaches is unknown.
+    known: bool,
+    /// Directory spelling, in the order added.
+    members: Vec<String>,
+    parent: Option<String>,
+}
+
+impl PartyState {
+    fn opaque() -> PartyState {
+        PartyState {
+            known: false,
+            members: Vec::new(),
+            parent: None,
+        }
+    }
+}
+
+/// A tag of the directory.
+struct TagState {
+    /// False for a tag from `add_tags`: valid, but who it reaches is unknown.
+    known: bool,
+    name: String,
+    /// Directory spelling, in the order added.
+    users: Vec<String>,
+    parties: Vec<String>,
+}
+
+impl TagState {
+    fn new(id: &str, known: bool) -> TagState {
+        TagState {
+            known,
+            name: format!("tag{id}"),
+            users: Vec::new(),
+            parties: Vec::new(),
+        }
+    }
+}
+
+/// When a message was counted for a member: on the fake's monotonic clock (sliding windows)
+/// and as WeCom's wall-clock minute and hour (calendar windows).
+#[derive(Clone, Copy)]
+struct Stamp {
+    at: Instant,
+    minute: i64,
+    hour: i64,
+}
+
+/// The distinct members a message reaches, and whether it names a party or tag whose
+/// membership the fake does not know.
+#[derive(Default)]
+struct Reach {
+    members: BTreeSet<String>,
+    unknown: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -521,11 +868,17 @@ struct TokenInfo {
 
 struct State {
     clock_offset: Duration,
+    /// Seconds WeCom's wall clock is ahead of this machine's (negative: behind).
+    clock_skew: i64,
+    /// How long message/send and appchat/send wait between processing and answering.
+    answer_latency: Duration,
     apps: Vec<AppReg>,
     /// (lower-cased, as registered)
     users: Vec<(String, String)>,
-    parties: HashSet<String>,
-    tags: HashSet<String>,
+    /// lower-cased user id -> name (default: the user id)
+    user_names: HashMap<String, String>,
+    parties: HashMap<String, PartyState>,
+    tags: HashMap<String, TagState>,
     token_lifetime: u64,
     tokens: HashMap<String, TokenInfo>,
     issued: Vec<String>,
@@ -541,10 +894,11 @@ struct State {
     delivered: Vec<DeliveredMessage>,
     silently_dropped: usize,
     duplicates_suppressed: usize,
-    /// (agent id, lower-cased user) -> delivery instants within the last hour
-    member_log: HashMap<(i64, String), VecDeque<Instant>>,
-    /// (accepted body, accepted at) of messages sent with enable_duplicate_check=1
-    dup_log: Vec<(Value, Instant)>,
+    /// (app index, lower-cased user) -> messages counted for that member, oldest first:
+    /// those of the last hour and those of the current (or a later) calendar hour
+    member_log: HashMap<(usize, String), VecDeque<Stamp>>,
+    /// (corp id, raw request body, accepted at) of messages sent with enable_duplicate_check=1
+    dup_log: Vec<(String, Vec<u8>, Instant)>,
     task_ids: HashSet<(i64, String)>,
     requests: Vec<RecordedRequest>,
     rng: Rng,
@@ -562,6 +916,9 @@ struct State {
     appchat_silently_dropped: usize,
     appchat_faults: HashMap<Endpoint, VecDeque<Fault>>,
     appchat_calls: HashMap<Endpoint, usize>,
+    // ---- directory reads ----
+    directory_faults: HashMap<Endpoint, VecDeque<Fault>>,
+    directory_calls: HashMap<Endpoint, usize>,
 }
 
 struct ChatState {
@@ -611,10 +968,13 @@ impl State {
     fn new() -> State {
         State {
             clock_offset: Duration::ZERO,
+            clock_skew: 0,
+            answer_latency: Duration::ZERO,
             apps: Vec::new(),
             users: Vec::new(),
-            parties: HashSet::new(),
-            tags: HashSet::new(),
+            user_names: HashMap::new(),
+            parties: HashMap::new(),
+            tags: HashMap::new(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME_SECS,
             tokens: HashMap::new(),
             issued: Vec::new(),
@@ -642,11 +1002,32 @@ impl State {
             appchat_silently_dropped: 0,
             appchat_faults: HashMap::new(),
             appchat_calls: HashMap::new(),
+            directory_faults: HashMap::new(),
+            directory_calls: HashMap::new(),
         }
     }
 
     fn now(&self) -> Instant {
         Instant::now() + self.clock_offset
+    }
+
+    /// WeCom's wall clock in nanoseconds since the Unix epoch.
+    fn wall_nanos(&self) -> i128 {
+        let system = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        system + self.clock_offset.as_nanos() as i128 + i128::from(self.clock_skew) * 1_000_000_000
+    }
+
+    /// Now, as a per-member count records it.
+    fn stamp(&self) -> Stamp {
+        let wall = self.wall_nanos();
+        Stamp {
+            at: self.now(),
+            minute: wall.div_euclid(60_000_000_000) as i64,
+            hour: wall.div_euclid(3_600_000_000_000) as i64,
+        }
     }
 
     fn token_alive(&self, info: &TokenInfo, now: Instant) -> bool {
@@ -846,9 +1227,10 @@ impl State {
         if req.method() != Method::POST {
             return Err((43002, "require POST method").into());
         }
-        // 1. token
+        // 1. token; the message counts from now, as it arrives
         let token_app = self.check_token(req)?;
-        let now = self.now();
+        let stamp = self.stamp();
+        let now = stamp.at;
 
         // 2. body
         let body: Value = serde_json::from_slice(raw).map_err(|_| (47001, "data format error"))?;
@@ -924,30 +1306,30 @@ impl State {
             None
         };
 
-        // 8. recipients (validity)
+        // 8. recipients (validity), and the distinct members they reach
         let mut lists = InvalidLists::default();
         let mut valid_users: Vec<String> = Vec::new();
         let mut valid_parties: Vec<String> = Vec::new();
         let mut valid_tags: Vec<String> = Vec::new();
         if to_all {
+            // toparty and totag are ignored with @all
             valid_users = self.users.iter().map(|(_, u)| u.clone()).collect();
         } else {
             for u in &users {
-                let lc = u.to_lowercase();
-                match self.users.iter().find(|(l, _)| *l == lc) {
-                    Some((_, canonical)) => push_unique(&mut valid_users, canonical.clone()),
-                    None => push_unique(&mut lists.users, lc),
+                match self.lookup_user(u) {
+                    Some(canonical) => push_unique(&mut valid_users, canonical),
+                    None => push_unique(&mut lists.users, u.to_lowercase()),
                 }
             }
             for p in &parties {
-                if self.parties.contains(p) {
+                if self.parties.contains_key(p) {
                     push_unique(&mut valid_parties, p.clone());
                 } else {
                     push_unique(&mut lists.parties, p.clone());
                 }
             }
             for t in &tags {
-                if self.tags.contains(t) {
+                if self.tags.contains_key(t) {
                     push_unique(&mut valid_tags, t.clone());
                 } else {
                     push_unique(&mut lists.tags, t.clone());
@@ -957,21 +1339,30 @@ impl State {
         if valid_users.is_empty() && valid_parties.is_empty() && valid_tags.is_empty() {
             return Err(Rejection::AllInvalid(lists));
         }
+        let reach = self.reach(&valid_users, &valid_parties, &valid_tags);
 
-        // 9. duplicate check (identical request JSON within the interval)
+        // 9. duplicate check: the same raw request body from the same corp within the
+        //    interval (see "duplicate check" in the header)
         self.msg_counter += 1;
         let msgid = format!("{}{:010}", self.rng.string(54), self.msg_counter);
         let mut ok = json!({"errcode": 0, "errmsg": "ok", "msgid": msgid});
         lists.write_into(&mut ok);
+        let corp = self.apps[token_app].corp_id.clone();
         if dup_check {
-            self.dup_log.retain(|(_, at)| now.duration_since(*at) < HOUR * 4);
+            self.dup_log.retain(|(_, _, at)| {
+                now.duration_since(*at) < Duration::from_secs(DUPLICATE_INTERVAL_MAX_SECS as u64)
+            });
             let window = Duration::from_secs(dup_interval as u64);
             if self
                 .dup_log
                 .iter()
-                .any(|(b, at)| *b == body && now.duration_since(*at) < window)
+                .any(|(c, b, at)| *c == corp && b == raw && now.duration_since(*at) < window)
             {
                 self.duplicates_suppressed += 1;
+                // not delivered again, but it still uses up each member's budget
+                for m in &reach.members {
+                    self.admit_member(token_app, m, stamp);
+                }
                 return Ok(ok);
             }
         }
@@ -983,35 +1374,109 @@ impl State {
             }
         }
         if dup_check {
-            self.dup_log.push((body.clone(), now));
+            self.dup_log.push((corp, raw.to_vec(), now));
         }
 
-        // 11. per-member rate limit: silently drop beyond 30/minute, 1000/hour
-        let mut reached = Vec::new();
-        for u in valid_users {
-            let log = self.member_log.entry((agent_id, u.to_lowercase())).or_default();
-            while log.front().is_some_and(|t| now.duration_since(*t) >= HOUR) {
-                log.pop_front();
-            }
-            let last_minute = log.iter().filter(|t| now.duration_since(**t) < MINUTE).count();
-            if last_minute >= MEMBER_LIMIT_PER_MINUTE || log.len() >= MEMBER_LIMIT_PER_HOUR {
-                self.silently_dropped += 1;
+        // 11. per-member limits, counted now (at receipt): beyond 30 a minute or 1,000 an
+        //     hour the member silently does not get it
+        let mut members = Vec::new();
+        for m in reach.members {
+            if self.admit_member(token_app, &m, stamp) {
+                members.push(m);
             } else {
-                log.push_back(now);
-                reached.push(u);
+                self.silently_dropped += 1;
             }
         }
-        if !reached.is_empty() || !valid_parties.is_empty() || !valid_tags.is_empty() {
+        if !members.is_empty() || reach.unknown {
+            let users = valid_users
+                .into_iter()
+                .filter(|u| members.binary_search(u).is_ok())
+                .collect();
             self.delivered.push(DeliveredMessage {
                 agent_id,
                 msgtype,
-                users: reached,
+                users,
                 parties: valid_parties,
                 tags: valid_tags,
+                members,
                 body,
             });
         }
         Ok(ok)
+    }
+
+    /// Counts one message for a member of this app if the member is within every limit:
+    /// fewer than [`MEMBER_LIMIT_PER_MINUTE`] in both the sliding 60 s and the calendar
+    /// minute, and fewer than [`MEMBER_LIMIT_PER_HOUR`] in both the sliding 3600 s and the
+    /// calendar hour. False: over a limit, not counted (the caller drops it).
+    fn admit_member(&mut self, app: usize, member: &str, now: Stamp) -> bool {
+        let log = self.member_log.entry((app, member.to_lowercase())).or_default();
+        // keep what a window could still see: the last hour, and the current calendar hour
+        // (or a later one, should WeCom's clock have been set back)
+        log.retain(|e| now.at.duration_since(e.at) < HOUR || e.hour >= now.hour);
+        let (mut sliding_minute, mut calendar_minute, mut sliding_hour, mut calendar_hour) = (0, 0, 0, 0);
+        for e in log.iter() {
+            let age = now.at.duration_since(e.at);
+            sliding_minute += usize::from(age < MINUTE);
+            sliding_hour += usize::from(age < HOUR);
+            calendar_minute += usize::from(e.minute == now.minute);
+            calendar_hour += usize::from(e.hour == now.hour);
+        }
+        let over = sliding_minute >= MEMBER_LIMIT_PER_MINUTE
+            || calendar_minute >= MEMBER_LIMIT_PER_MINUTE
+            || sliding_hour >= MEMBER_LIMIT_PER_HOUR
+            || calendar_hour >= MEMBER_LIMIT_PER_HOUR;
+        if !over {
+            log.push_back(now);
+        }
+        !over
+    }
+
+    /// The distinct members that valid users, parties and tags reach: a party reaches its
+    /// members and those of its sub-parties, recursively; a tag its users and its parties'.
+    fn reach(&self, users: &[String], parties: &[String], tags: &[String]) -> Reach {
+        let mut reach = Reach::default();
+        reach.members.extend(users.iter().cloned());
+        for p in parties {
+            self.party_reach(p, &mut reach);
+        }
+        for t in tags {
+            let Some(tag) = self.tags.get(t) else { continue };
+            reach.unknown |= !tag.known;
+            reach.members.extend(tag.users.iter().cloned());
+            for p in &tag.parties {
+                self.party_reach(p, &mut reach);
+            }
+        }
+        reach
+    }
+
+    fn party_reach(&self, root: &str, reach: &mut Reach) {
+        let mut todo = vec![root.to_string()];
+        let mut seen = HashSet::new();
+        while let Some(id) = todo.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(party) = self.parties.get(&id) else {
+                continue;
+            };
+            reach.unknown |= !party.known;
+            reach.members.extend(party.members.iter().cloned());
+            todo.extend(self.child_parties(&id));
+        }
+    }
+
+    /// Direct sub-parties of a party, in id order.
+    fn child_parties(&self, id: &str) -> Vec<String> {
+        let mut children: Vec<String> = self
+            .parties
+            .iter()
+            .filter(|(_, p)| p.parent.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        children.sort_by_key(|k| decimal_id(k));
+        children
     }
 }
 
@@ -1476,6 +1941,174 @@ impl State {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Directory reads (通讯录): user/simplelist, department/simplelist, tag/get
+//
+// Sources: WeCom's pages "获取部门成员" (user/simplelist), "获取子部门ID列表"
+// (department/simplelist), "获取标签成员" (tag/get), "获取部门成员详情" and the "全局错误码" list.
+// Only the fields those pages document are answered:
+//
+//   user/simplelist?department_id=ID   {errcode, errmsg, userlist: [{userid, name,
+//                                       department: [ids]}]} (open_userid is for third-party
+//                                       apps only, so a self-built app's fake leaves it out)
+//   department/simplelist?id=ID        {errcode, errmsg, department_id: [{id, parentid,
+//                                       order}]}: the department and all below it; without
+//                                       id, every department
+//   tag/get?tagid=ID                   {errcode, errmsg, tagname, userlist: [{userid, name}],
+//                                       partylist: [ids]}
+//
+// Department and tag ids are integers in these replies (strings in message/send's toparty
+// and totag). The app's visible range is the whole directory. Errcodes:
+//
+//   41001 / 40014 / 42001  token missing / invalid / expired, as message/send.
+//   43001   not a GET.
+//   60011   指定的成员/部门/标签参数无权限: the app may not read the directory
+//           (FakeWeCom::deny_directory). "获取部门成员" requires 应用须拥有指定部门的查看权限;
+//           "获取标签成员" says 无限制 (its lists only hold members in the app's visible range).
+//           The fake answers 60011 on all three endpoints for a denied app (stricter: a
+//           service must cope with it on tag/get too).
+//   60003   部门ID不存在 ("需要确认部门ID是否有带，并且存在通讯录中"): department_id missing, or
+//           no such department.
+//   60123   无效的部门id: a department id that is not a decimal integer. The list has both codes
+//           for an unknown department; a service should treat them alike.
+//   41017   缺少tagid参数: tagid missing.
+//   40068   不合法的标签ID ("标签ID未指定，或者指定的标签ID不存在"): no such tag.
+//
+// Stricter choices:
+// - fetch_child: older copies of "获取部门成员" had fetch_child=1 to include sub-departments;
+//   the current page (last updated 2022-08-22) dropped the parameter and says to walk the
+//   sub-departments one level at a time (get them first, then each one's members). The fake
+//   ignores fetch_child and answers the department's own members only, so a service that
+//   relies on it under-counts and is caught; department/simplelist is there to walk the tree.
+// - Restrictions: "获取部门成员详情" (user/list) says that from 2022-08-15 10:00 IPs newly
+//   added to the contact-sync secret (通讯录同步) can no longer call it, pointing to user/list_id
+//   and department/simplelist instead, and that apps created after 2022-06-20 no longer get
+//   sensitive fields. "获取部门成员" carries the same "关键的变更点" heading. The fake has no IPs
+//   and answers only the basic fields, so neither changes its replies; the stricter reading
+//   for a service is that user/simplelist may be refused (60011 via deny_directory) and is
+//   best used sparingly, with message/send's own invaliduser lists as the ground truth.
+// - message/send reaches sub-parties of a party (the page does not say it does not): a
+//   sender that budgets per member must count them.
+// - A party without a parent answers parentid 0 (WeCom's root department 1 has parentid 0);
+//   order is not modelled and answers 0.
+
+impl State {
+    fn directory(&mut self, endpoint: Endpoint, req: &HttpRequest) -> Value {
+        match self.directory_inner(endpoint, req) {
+            Ok(v) => v,
+            Err((code, msg)) => self.error(code, msg),
+        }
+    }
+
+    fn directory_inner(&self, endpoint: Endpoint, req: &HttpRequest) -> Result<Value, Fail> {
+        if req.method() != Method::GET {
+            return Err((43001, "require GET method"));
+        }
+        let app = self.check_token(req)?;
+        if !self.apps[app].directory_allowed {
+            return Err((60011, "no privilege to access/modify contact/party/agent"));
+        }
+        let q = parse_query(req.query_string());
+        let param = |key: &str| q.get(key).map(String::as_str).filter(|s| !s.is_empty());
+        match endpoint {
+            Endpoint::UserSimpleList => {
+                let id = param("department_id").ok_or((60003, "department not found"))?;
+                let party = self.known_party(id)?;
+                // fetch_child is no longer documented: ignored (own members only)
+                let userlist: Vec<Value> = party
+                    .members
+                    .iter()
+                    .map(|u| {
+                        json!({
+                            "userid": u,
+                            "name": self.user_name(u),
+                            "department": self.user_departments(u),
+                        })
+                    })
+                    .collect();
+                Ok(json!({"errcode": 0, "errmsg": "ok", "userlist": userlist}))
+            }
+            Endpoint::DepartmentSimpleList => {
+                let mut ids: Vec<String> = match param("id") {
+                    None => self.parties.keys().cloned().collect(),
+                    Some(id) => {
+                        self.known_party(id)?;
+                        let mut reach = vec![id.to_string()];
+                        let mut i = 0;
+                        while i < reach.len() {
+                            let children = self.child_parties(&reach[i]);
+                            reach.extend(children);
+                            i += 1;
+                        }
+                        reach
+                    }
+                };
+                ids.retain(|id| decimal_id(id).is_some());
+                ids.sort_by_key(|id| decimal_id(id));
+                let list: Vec<Value> = ids
+                    .iter()
+                    .map(|id| {
+                        let parent = self.parties[id].parent.as_deref().and_then(decimal_id);
+                        json!({"id": decimal_id(id), "parentid": parent.unwrap_or(0), "order": 0})
+                    })
+                    .collect();
+                Ok(json!({"errcode": 0, "errmsg": "ok", "department_id": list}))
+            }
+            Endpoint::TagGet => {
+                let id = param("tagid").ok_or((41017, "tagid missing"))?;
+                let tag = self.tags.get(id).ok_or((40068, "invalid tagid"))?;
+                let userlist: Vec<Value> = tag
+                    .users
+                    .iter()
+                    .map(|u| json!({"userid": u, "name": self.user_name(u)}))
+                    .collect();
+                let partylist: Vec<u64> = tag.parties.iter().filter_map(|p| decimal_id(p)).collect();
+                Ok(json!({
+                    "errcode": 0,
+                    "errmsg": "ok",
+                    "tagname": tag.name,
+                    "userlist": userlist,
+                    "partylist": partylist,
+                }))
+            }
+            _ => unreachable!("not a directory endpoint"),
+        }
+    }
+
+    /// A department by an id from a request: 60123 malformed, 60003 unknown.
+    fn known_party(&self, id: &str) -> Result<&PartyState, Fail> {
+        if decimal_id(id).is_none() {
+            return Err((60123, "invalid party id"));
+        }
+        self.parties.get(id).ok_or((60003, "department not found"))
+    }
+
+    fn user_name(&self, canonical: &str) -> String {
+        self.user_names
+            .get(&canonical.to_lowercase())
+            .cloned()
+            .unwrap_or_else(|| canonical.to_string())
+    }
+
+    /// The decimal ids of the parties a user is a direct member of, ascending.
+    fn user_departments(&self, canonical: &str) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .parties
+            .iter()
+            .filter(|(_, p)| p.members.iter().any(|m| m == canonical))
+            .filter_map(|(id, _)| decimal_id(id))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// A department or tag id as WeCom writes it: a decimal `u32` without sign or leading zeros.
+fn decimal_id(id: &str) -> Option<u64> {
+    let n: u32 = id.parse().ok()?;
+    (n.to_string() == id).then_some(u64::from(n))
+}
+
 enum Rejection {
     Plain(Fail),
     AllInvalid(InvalidLists),
@@ -1786,7 +2419,57 @@ async fn send_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shar
         Some(r) => r,
         None => Reply::Json(shared.lock().send(&req, &body)),
     };
-    finish(&shared, Endpoint::Send, &req, &body, reply)
+    let resp = finish(&shared, Endpoint::Send, &req, &body, reply);
+    answer_later(&shared).await;
+    resp
+}
+
+/// Waits out the answer latency (the request has been processed and recorded).
+async fn answer_later(shared: &Shared) {
+    let latency = shared.lock().answer_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
+async fn directory_handler(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    let fault = {
+        let mut st = shared.lock();
+        *st.directory_calls.entry(endpoint).or_default() += 1;
+        st.directory_faults
+            .get_mut(&endpoint)
+            .and_then(VecDeque::pop_front)
+    };
+    let reply = match apply_fault(fault).await {
+        Some(r) => r,
+        None => Reply::Json(shared.lock().directory(endpoint, &req)),
+    };
+    finish(&shared, endpoint, &req, &body, reply)
+}
+
+async fn user_simplelist_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    directory_handler(Endpoint::UserSimpleList, req, body, shared).await
+}
+
+async fn department_simplelist_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Shared>,
+) -> HttpResponse {
+    directory_handler(Endpoint::DepartmentSimpleList, req, body, shared).await
+}
+
+async fn tag_get_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
+    directory_handler(Endpoint::TagGet, req, body, shared).await
 }
 
 async fn robot_handler(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
@@ -1813,7 +2496,11 @@ async fn appchat_handler(
         Some(r) => r,
         None => Reply::Json(shared.lock().appchat(endpoint, &req, &body)),
     };
-    finish(&shared, endpoint, &req, &body, reply)
+    let resp = finish(&shared, endpoint, &req, &body, reply);
+    if endpoint == Endpoint::AppchatSend {
+        answer_later(&shared).await;
+    }
+    resp
 }
 
 async fn appchat_create_handler(
