@@ -37,8 +37,9 @@
 //! anything but its own exact retries. The body includes agentid, the recipients and the
 //! interval itself. A suppressed duplicate is answered errcode 0 with a fresh msgid, is not
 //! delivered, and still counts against each member's limits (the pages do not say; counting
-//! is stricter). 0 or more than 14,400 s answers 40058. The original counts even if the
-//! per-member limit dropped it for everyone, so a dedup-enabled retry cannot get it through.
+//! is stricter). 0 or more than 14,400 s answers 40058. A request is remembered even when
+//! the per-member limit dropped it for everyone, so a dedup-enabled retry of it within the
+//! interval is suppressed too and cannot get it through.
 //!
 //! It also serves WeCom's app group chats (应用群聊): `appchat/create`, `appchat/get`,
 //! `appchat/update` and `appchat/send`, following WeCom's pages "创建群聊会话", "获取群聊会话",

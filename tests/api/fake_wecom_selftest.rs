@@ -955,3 +955,669 @@ async fn add_chat_panics_on_unknown_member() {
     let (fake, _client) = setup().await;
     fake.add_chat(AGENT, "ops", "alice", &["alice", "zed"]);
 }
+
+// ---- per-member limits: WeCom's clock, at receipt ----
+
+/// Sends `text(to, content)` and asserts WeCom answered errcode 0 (drops are silent).
+async fn send_ok(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, to: &str, content: &str) {
+    let v = send_raw(fake, client, tok, &text(to, content)).await;
+    assert_eq!(code(&v), 0, "{v}");
+}
+
+/// Moves the fake's clock forward until WeCom's wall clock reads `at` seconds into the
+/// current `period` (60: a minute, 3600: an hour).
+fn align_wall_clock(fake: &FakeWeCom, period: u64, at: f64) {
+    let now = fake
+        .wecom_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let into = now % period as f64;
+    let delta = (at - into).rem_euclid(period as f64);
+    fake.advance_time(Duration::from_secs_f64(delta));
+}
+
+/// Seconds into the current minute (or hour) on WeCom's wall clock.
+fn wall_into(fake: &FakeWeCom, period: u64) -> f64 {
+    fake.wecom_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % period as f64
+}
+
+/// How many messages alice actually received.
+fn alice_got(fake: &FakeWeCom) -> usize {
+    fake.member_messages("alice").len()
+}
+
+#[tokio::test]
+async fn the_31st_in_a_sliding_minute_is_dropped_though_the_calendar_minute_is_new() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    align_wall_clock(&fake, 60, 10.0);
+    for i in 0..15 {
+        send_ok(&fake, &client, &t, "alice", &format!("a{i}")).await;
+    }
+    fake.advance_time(Duration::from_secs(40)); // :50
+    for i in 0..15 {
+        send_ok(&fake, &client, &t, "alice", &format!("b{i}")).await;
+    }
+    fake.advance_time(Duration::from_secs(15)); // :05 of the next minute, 55 s after the first
+    assert!(wall_into(&fake, 60) < 30.0, "a new calendar minute");
+    send_ok(&fake, &client, &t, "alice", "31st").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (30, 1));
+    // only alice's budget is spent
+    send_ok(&fake, &client, &t, "alice|bob", "both").await;
+    assert_eq!(fake.member_messages("bob").len(), 1);
+    assert_eq!(fake.silently_dropped(), 2);
+    // 60 s after the first 15 they leave the sliding window: 15 more fit
+    fake.advance_time(Duration::from_secs(6));
+    for i in 0..16 {
+        send_ok(&fake, &client, &t, "alice", &format!("c{i}")).await;
+    }
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (45, 3));
+}
+
+#[tokio::test]
+async fn one_at_second_59_and_thirty_at_second_61_drop_the_last() {
+    // A sender that budgets per calendar minute sends all 30 at :01; the sliding window
+    // still holds the one from :59, so WeCom drops the 30th.
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    align_wall_clock(&fake, 60, 59.3);
+    send_ok(&fake, &client, &t, "alice", "at :59").await;
+    fake.advance_time(Duration::from_secs(2));
+    assert!(wall_into(&fake, 60) < 2.0, "second 61 is :01 of the next minute");
+    for i in 0..30 {
+        send_ok(&fake, &client, &t, "alice", &format!("at :61 #{i}")).await;
+    }
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (30, 1));
+    let got = fake.member_messages("alice");
+    assert_eq!(got[29]["text"]["content"], "at :61 #28");
+    // 60.1 s after :59 it leaves the window: one more fits, then both windows are full
+    fake.advance_time(Duration::from_millis(58_100));
+    send_ok(&fake, &client, &t, "alice", "next").await;
+    send_ok(&fake, &client, &t, "alice", "over").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (31, 2));
+}
+
+#[tokio::test]
+async fn the_calendar_minute_drops_when_wecoms_clock_is_set_back() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    align_wall_clock(&fake, 60, 10.0);
+    let before = fake.wecom_now();
+    for i in 0..30 {
+        send_ok(&fake, &client, &t, "alice", &format!("m{i}")).await;
+    }
+    // 61 s later the sliding window is empty, but WeCom's clock went back 61 s: the same
+    // calendar minute, which holds 30 already
+    fake.advance_time(Duration::from_secs(61));
+    fake.set_clock_skew(-61);
+    let now = fake.wecom_now().duration_since(before).unwrap();
+    assert!(now < Duration::from_secs(10), "{now:?}");
+    send_ok(&fake, &client, &t, "alice", "same minute").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (30, 1));
+    // WeCom's clock ahead again: a new minute, and the sliding window is empty
+    fake.set_clock_skew(0);
+    send_ok(&fake, &client, &t, "alice", "next minute").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (31, 1));
+}
+
+/// Sends `n` messages to alice in batches of 30, 61 s apart (so no minute limit is hit).
+async fn spread_over_minutes(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, n: usize) {
+    for i in 0..n {
+        if i > 0 && i % MEMBER_LIMIT_PER_MINUTE == 0 {
+            fake.advance_time(Duration::from_secs(61));
+        }
+        send_ok(fake, client, tok, "alice", &format!("h{i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn the_1001st_in_a_sliding_hour_is_dropped_across_the_calendar_hour() {
+    let (fake, client) = setup().await;
+    fake.set_token_lifetime(30 * 86_400);
+    let t = token(&fake, &client).await;
+    align_wall_clock(&fake, 3600, 45.0 * 60.0 + 10.0); // hh:45:10
+    spread_over_minutes(&fake, &client, &t, MEMBER_LIMIT_PER_HOUR).await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (1000, 0));
+    // 34 minutes in: a new calendar hour holding 550 of them, a sliding hour holding 1,000
+    fake.advance_time(Duration::from_secs(61));
+    assert!(wall_into(&fake, 3600) < 30.0 * 60.0, "the next calendar hour");
+    send_ok(&fake, &client, &t, "alice", "1001st").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (1000, 1));
+    assert_eq!(fake.member_messages("bob").len(), 0);
+}
+
+#[tokio::test]
+async fn the_calendar_hour_drops_when_the_sliding_hour_is_empty() {
+    let (fake, client) = setup().await;
+    fake.set_token_lifetime(30 * 86_400);
+    let t = token(&fake, &client).await;
+    align_wall_clock(&fake, 3600, 10.0); // hh:00:10
+    spread_over_minutes(&fake, &client, &t, MEMBER_LIMIT_PER_HOUR).await;
+    // an hour later the sliding hour is empty; WeCom's clock went back to hh:36, a minute
+    // none of them was sent in, of the same calendar hour
+    fake.advance_time(Duration::from_secs(3600));
+    fake.set_clock_skew(-3600 + 120);
+    let into = wall_into(&fake, 3600);
+    assert!((35.0 * 60.0..37.0 * 60.0).contains(&into), "{into}");
+    send_ok(&fake, &client, &t, "alice", "same hour").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (1000, 1));
+    fake.set_clock_skew(0);
+    send_ok(&fake, &client, &t, "alice", "next hour").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (1001, 1));
+}
+
+#[tokio::test]
+async fn with_answer_latency_messages_count_at_receipt_not_at_answer() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    let latency = Duration::from_millis(500);
+    fake.set_answer_latency(latency);
+    let url = format!("{}message/send?access_token={t}", fake.base_url());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sends: Vec<_> = (0..30)
+        .map(|i| {
+            let (client, url, answered) = (client.clone(), url.clone(), answered.clone());
+            let body = text("alice", &format!("m{i}"));
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let v: Value = client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (code(&v), started.elapsed(), Instant::now())
+            })
+        })
+        .collect();
+    // processed and counted on arrival, while every answer is still on its way
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alice_got(&fake) < 30 {
+        assert!(Instant::now() < deadline, "not processed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let mut replies = Vec::new();
+    for send in sends {
+        replies.push(send.await.unwrap());
+    }
+    let all_answered = Instant::now();
+    assert!(replies.iter().all(|(c, took, _)| *c == 0 && *took >= latency));
+    let last_answer = replies.iter().map(|(_, _, at)| *at).max().unwrap();
+    // every message arrived at least `latency` before all_answered
+    fake.set_answer_latency(Duration::ZERO);
+    send_ok(&fake, &client, &t, "alice", "31st, in the window").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (30, 1));
+    // put the fake's clock 59.6 s after all_answered: over 60 s after every arrival, but
+    // under 60 s after the last answer
+    let advance = Duration::from_millis(59_600).saturating_sub(all_answered.elapsed());
+    fake.advance_time(advance);
+    send_ok(&fake, &client, &t, "alice", "after the window").await;
+    let since_last_answer = last_answer.elapsed() + advance;
+    assert!(
+        since_last_answer < Duration::from_secs(60),
+        "a sender counting at answer time thinks the window is still full: {since_last_answer:?}"
+    );
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (31, 1));
+}
+
+#[tokio::test]
+async fn fault_delay_postpones_the_count_answer_latency_does_not() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    fake.inject_send_faults(vec![Fault::Delay(Duration::from_millis(300))]);
+    let fake2 = fake.clone();
+    let (client2, t2) = (client.clone(), t.clone());
+    let delayed = tokio::spawn(async move { send_ok(&fake2, &client2, &t2, "alice", "delayed").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(alice_got(&fake), 0, "Fault::Delay waits before processing");
+    delayed.await.unwrap();
+    assert_eq!(alice_got(&fake), 1);
+    assert_eq!(fake.send_calls(), 1);
+}
+
+// ---- parties, tags and @all ----
+
+/// alice, Bob, carol, dave, erin; party 10 {alice, Bob} with sub-party 11 {carol};
+/// party 12 {dave}; tag 20 {alice, erin; party 12}.
+async fn directory_setup() -> (FakeWeCom, reqwest::Client, String) {
+    let (fake, client) = setup().await;
+    fake.add_users(&["carol", "dave", "erin"]);
+    fake.add_party("10", &["alice", "BOB"]);
+    fake.add_party("11", &["carol"]);
+    fake.add_child_party("10", "11");
+    fake.add_party("12", &["dave"]);
+    fake.add_tag("20", &["alice", "erin"], &["12"]);
+    let t = token(&fake, &client).await;
+    (fake, client, t)
+}
+
+fn to(users: &str, parties: &str, tags: &str, content: &str) -> Value {
+    json!({"touser": users, "toparty": parties, "totag": tags, "msgtype": "text",
+           "agentid": AGENT, "text": {"content": content}})
+}
+
+#[tokio::test]
+async fn users_parties_and_tags_reach_each_member_once_per_message() {
+    let (fake, client, t) = directory_setup().await;
+    // alice is named, in party 10 and in tag 20: still one message for her
+    for i in 0..30 {
+        let v = send_raw(&fake, &client, &t, &to("alice", "10", "20", &format!("m{i}"))).await;
+        assert_eq!(code(&v), 0, "{v}");
+    }
+    let d = fake.delivered();
+    assert_eq!(d.len(), 30);
+    assert_eq!(d[0].members, vec!["Bob", "alice", "carol", "dave", "erin"]);
+    assert_eq!(d[0].users, vec!["alice"]);
+    assert_eq!(d[0].parties, vec!["10"]);
+    assert_eq!(d[0].tags, vec!["20"]);
+    assert_eq!(d[29].members.len(), 5, "nobody counted twice");
+    assert_eq!(fake.silently_dropped(), 0);
+    for user in ["ALICE", "bob", "carol", "dave", "erin"] {
+        let got = fake.member_messages(user);
+        assert_eq!(got.len(), 30, "{user}");
+        assert_eq!(got[29]["text"]["content"], "m29");
+    }
+    // the 31st reaches nobody: five silent drops, answered ok, not recorded
+    let v = send_raw(&fake, &client, &t, &to("", "10", "20", "m30")).await;
+    assert_eq!(code(&v), 0);
+    assert_eq!(fake.silently_dropped(), 5);
+    assert_eq!(fake.delivered().len(), 30);
+    assert!(fake.member_messages("nobody").is_empty());
+}
+
+#[tokio::test]
+async fn drops_are_per_member_whether_reached_as_user_party_tag_or_all() {
+    let (fake, client, t) = directory_setup().await;
+    for i in 0..30 {
+        send_ok(&fake, &client, &t, "alice", &format!("m{i}")).await;
+    }
+    // a party: alice dropped, Bob and carol (sub-party) get it
+    let v = send_raw(&fake, &client, &t, &to("", "10", "", "party")).await;
+    assert_eq!(code(&v), 0, "{v}");
+    let last = fake.delivered().pop().unwrap();
+    assert_eq!(last.members, vec!["Bob", "carol"]);
+    assert!(last.users.is_empty());
+    assert_eq!(fake.silently_dropped(), 1);
+    // a tag: alice dropped, erin and dave (through party 12) get it
+    send_raw(&fake, &client, &t, &to("", "", "20", "tag")).await;
+    assert_eq!(fake.delivered().pop().unwrap().members, vec!["dave", "erin"]);
+    assert_eq!(fake.silently_dropped(), 2);
+    // @all: every user but alice; toparty and totag are ignored
+    let v = send_raw(&fake, &client, &t, &to("@all", "10", "20", "all")).await;
+    assert_eq!((code(&v), v["invalidparty"].as_str()), (0, Some("")), "{v}");
+    let last = fake.delivered().pop().unwrap();
+    assert_eq!(last.members, vec!["Bob", "carol", "dave", "erin"]);
+    assert_eq!(last.users, vec!["Bob", "carol", "dave", "erin"]);
+    assert_eq!(fake.silently_dropped(), 3);
+    assert_eq!(alice_got(&fake), 30);
+    assert_eq!(fake.member_messages("erin").len(), 2);
+    // a party added without members is valid, recorded, and reaches no one the fake counts
+    send_raw(&fake, &client, &t, &to("", "2", "", "opaque")).await;
+    let last = fake.delivered().pop().unwrap();
+    assert_eq!((last.parties, last.members.len()), (vec!["2".to_string()], 0));
+    // a known party without members reaches nobody and is not recorded
+    fake.add_party("13", &[]);
+    let before = fake.delivered().len();
+    let v = send_raw(&fake, &client, &t, &to("", "13", "", "empty")).await;
+    assert_eq!(code(&v), 0);
+    assert_eq!(fake.delivered().len(), before);
+}
+
+#[tokio::test]
+async fn at_all_reaches_everyone_in_the_directory() {
+    let (fake, client, t) = directory_setup().await;
+    fake.add_users(&["frank"]);
+    send_ok(&fake, &client, &t, "@all", "hello").await;
+    let d = fake.delivered();
+    assert_eq!(
+        d[0].members,
+        vec!["Bob", "alice", "carol", "dave", "erin", "frank"]
+    );
+    for _ in 1..30 {
+        send_ok(&fake, &client, &t, "@all", "again").await;
+    }
+    send_ok(&fake, &client, &t, "@all", "31st").await;
+    assert_eq!(fake.silently_dropped(), 6);
+    assert_eq!(fake.delivered().len(), 30);
+}
+
+#[test]
+#[should_panic(expected = "not in the directory")]
+fn add_party_panics_on_unknown_member() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (fake, _client) = setup().await;
+        fake.add_party("10", &["zed"]);
+    });
+}
+
+#[tokio::test]
+#[should_panic(expected = "not a decimal department id")]
+async fn add_party_panics_on_a_non_decimal_id() {
+    let (fake, _client) = setup().await;
+    fake.add_party("ops", &["alice"]);
+}
+
+#[tokio::test]
+#[should_panic(expected = "a cycle")]
+async fn add_child_party_panics_on_a_cycle() {
+    let (fake, _client, _t) = directory_setup().await;
+    fake.add_child_party("11", "10");
+}
+
+// ---- directory reads ----
+
+async fn dir_get(fake: &FakeWeCom, client: &reqwest::Client, path_and_query: &str) -> Value {
+    reply(client.get(format!("{}{path_and_query}", fake.base_url()))).await
+}
+
+#[tokio::test]
+async fn directory_reads_answer_what_wecom_documents() {
+    let (fake, client, t) = directory_setup().await;
+    fake.add_party("12", &["alice"]);
+    fake.set_user_name("bob", "鲍勃");
+    fake.set_tag_name("20", "值班");
+
+    let v = dir_get(
+        &fake,
+        &client,
+        &format!("user/simplelist?access_token={t}&department_id=10"),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"errcode": 0, "errmsg": "ok", "userlist": [
+            {"userid": "alice", "name": "alice", "department": [10, 12]},
+            {"userid": "Bob", "name": "鲍勃", "department": [10]},
+        ]})
+    );
+    // fetch_child is no longer documented: sub-department members are not included
+    let v = dir_get(
+        &fake,
+        &client,
+        &format!("user/simplelist?access_token={t}&department_id=10&fetch_child=1"),
+    )
+    .await;
+    let ids: Vec<_> = v["userlist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userid"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("alice"), json!("Bob")]);
+    let v = dir_get(
+        &fake,
+        &client,
+        &format!("user/simplelist?access_token={t}&department_id=11"),
+    )
+    .await;
+    assert_eq!(
+        v["userlist"],
+        json!([{"userid": "carol", "name": "carol", "department": [11]}])
+    );
+
+    // the department and everything below it, ids as integers; without id, all of them
+    let v = dir_get(
+        &fake,
+        &client,
+        &format!("department/simplelist?access_token={t}&id=10"),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"errcode": 0, "errmsg": "ok", "department_id": [
+            {"id": 10, "parentid": 0, "order": 0},
+            {"id": 11, "parentid": 10, "order": 0},
+        ]})
+    );
+    let v = dir_get(&fake, &client, &format!("department/simplelist?access_token={t}")).await;
+    let ids: Vec<_> = v["department_id"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!(2), json!(10), json!(11), json!(12)]);
+
+    let v = dir_get(&fake, &client, &format!("tag/get?access_token={t}&tagid=20")).await;
+    assert_eq!(
+        v,
+        json!({"errcode": 0, "errmsg": "ok", "tagname": "值班",
+               "userlist": [{"userid": "alice", "name": "alice"}, {"userid": "erin", "name": "erin"}],
+               "partylist": [12]})
+    );
+    // a tag added without members: valid, empty
+    let v = dir_get(&fake, &client, &format!("tag/get?access_token={t}&tagid=7")).await;
+    assert_eq!(
+        (code(&v), v["userlist"].clone(), v["partylist"].clone()),
+        (0, json!([]), json!([]))
+    );
+
+    assert_eq!(fake.directory_calls(Endpoint::UserSimpleList), 3);
+    assert_eq!(fake.directory_calls(Endpoint::DepartmentSimpleList), 2);
+    assert_eq!(fake.directory_calls(Endpoint::TagGet), 2);
+    assert!(fake.delivered().is_empty());
+}
+
+#[tokio::test]
+async fn directory_read_errors() {
+    let (fake, client, t) = directory_setup().await;
+    let get = |pq: String| {
+        let (fake, client) = (&fake, &client);
+        async move { code(&dir_get(fake, client, &pq).await) }
+    };
+    // departments: unknown or missing 60003, malformed 60123
+    assert_eq!(
+        get(format!("user/simplelist?access_token={t}&department_id=999")).await,
+        60003
+    );
+    assert_eq!(get(format!("user/simplelist?access_token={t}")).await, 60003);
+    assert_eq!(
+        get(format!("user/simplelist?access_token={t}&department_id=")).await,
+        60003
+    );
+    assert_eq!(
+        get(format!("user/simplelist?access_token={t}&department_id=abc")).await,
+        60123
+    );
+    assert_eq!(
+        get(format!("user/simplelist?access_token={t}&department_id=010")).await,
+        60123
+    );
+    assert_eq!(
+        get(format!("department/simplelist?access_token={t}&id=999")).await,
+        60003
+    );
+    assert_eq!(
+        get(format!("department/simplelist?access_token={t}&id=-1")).await,
+        60123
+    );
+    // tags: missing 41017, unknown 40068
+    assert_eq!(get(format!("tag/get?access_token={t}")).await, 41017);
+    assert_eq!(get(format!("tag/get?access_token={t}&tagid=99")).await, 40068);
+    assert_eq!(get(format!("tag/get?access_token={t}&tagid=x")).await, 40068);
+    // tokens as message/send; GET only
+    assert_eq!(get("tag/get?tagid=20".to_string()).await, 41001);
+    assert_eq!(get("tag/get?access_token=nope&tagid=20".to_string()).await, 40014);
+    let v: Value = reply(client.post(format!("{}tag/get?access_token={t}&tagid=20", fake.base_url()))).await;
+    assert_eq!(code(&v), 43001);
+    // an app that may not read the directory; another app still may
+    fake.add_app(CORP, "app-secret-two", 1000003);
+    let t2 = gettoken(&fake, &client, CORP, "app-secret-two").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fake.deny_directory(AGENT);
+    assert_eq!(
+        get(format!("user/simplelist?access_token={t}&department_id=10")).await,
+        60011
+    );
+    assert_eq!(
+        get(format!("department/simplelist?access_token={t}")).await,
+        60011
+    );
+    assert_eq!(get(format!("tag/get?access_token={t}&tagid=20")).await, 60011);
+    assert_eq!(get(format!("tag/get?access_token={t2}&tagid=20")).await, 0);
+    fake.allow_directory(AGENT);
+    assert_eq!(get(format!("tag/get?access_token={t}&tagid=20")).await, 0);
+    fake.expire_tokens();
+    assert_eq!(get(format!("tag/get?access_token={t}&tagid=20")).await, 42001);
+}
+
+#[tokio::test]
+async fn directory_faults_are_fifo_per_endpoint() {
+    let (fake, client, t) = directory_setup().await;
+    fake.inject_directory_faults(
+        Endpoint::TagGet,
+        vec![Fault::Errcode(-1), Fault::HttpStatus(502), Fault::GarbageBody],
+    );
+    let url = format!("{}tag/get?access_token={t}&tagid=20", fake.base_url());
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(code(&r.json::<Value>().await.unwrap()), -1);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let r = client.get(&url).send().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err());
+    // user/simplelist has its own (empty) FIFO
+    let v = dir_get(
+        &fake,
+        &client,
+        &format!("user/simplelist?access_token={t}&department_id=10"),
+    )
+    .await;
+    assert_eq!(code(&v), 0);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["tagname"], "tag20");
+    assert_eq!(fake.directory_calls(Endpoint::TagGet), 4);
+    let recorded: Vec<_> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Endpoint::TagGet)
+        .map(|r| (r.status, r.errcode))
+        .collect();
+    assert_eq!(
+        recorded,
+        [(200, Some(-1)), (502, None), (200, None), (200, Some(0))]
+    );
+}
+
+#[tokio::test]
+#[should_panic(expected = "not a directory endpoint")]
+async fn inject_directory_faults_panics_for_another_endpoint() {
+    let (fake, _client) = setup().await;
+    fake.inject_directory_faults(Endpoint::Send, vec![Fault::Errcode(-1)]);
+}
+
+// ---- duplicate check ----
+
+/// Posts a raw body to message/send.
+async fn send_bytes(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, body: &str) -> Value {
+    reply(
+        client
+            .post(format!("{}message/send?access_token={tok}", fake.base_url()))
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn duplicate_check_compares_raw_bytes_within_the_default_interval() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    let body = format!(
+        r#"{{"touser":"alice","msgtype":"text","agentid":{AGENT},"text":{{"content":"disk full"}},"enable_duplicate_check":1}}"#
+    );
+    let a = send_bytes(&fake, &client, &t, &body).await;
+    let b = send_bytes(&fake, &client, &t, &body).await;
+    assert_eq!((code(&a), code(&b)), (0, 0));
+    assert_ne!(a["msgid"], b["msgid"]);
+    assert_eq!((fake.delivered().len(), fake.duplicates_suppressed()), (1, 1));
+    // the same JSON in other bytes is not "the same request": delivered
+    let reordered = format!(
+        r#"{{"agentid":{AGENT},"touser":"alice","msgtype":"text","text":{{"content":"disk full"}},"enable_duplicate_check":1}}"#
+    );
+    assert_eq!(code(&send_bytes(&fake, &client, &t, &reordered).await), 0);
+    assert_eq!(
+        code(&send_bytes(&fake, &client, &t, &format!("{body} ")).await),
+        0
+    );
+    assert_eq!((fake.delivered().len(), fake.duplicates_suppressed()), (3, 1));
+    // without the flag nothing is compared
+    let plain = body.replace(r#","enable_duplicate_check":1"#, "");
+    send_bytes(&fake, &client, &t, &plain).await;
+    send_bytes(&fake, &client, &t, &plain).await;
+    assert_eq!(fake.delivered().len(), 5);
+    // default interval 1800 s, counted from the first acceptance (repeats do not extend it)
+    fake.advance_time(Duration::from_secs(1799));
+    send_bytes(&fake, &client, &t, &body).await;
+    assert_eq!((fake.delivered().len(), fake.duplicates_suppressed()), (5, 2));
+    fake.advance_time(Duration::from_secs(1));
+    let t = token(&fake, &client).await;
+    send_bytes(&fake, &client, &t, &body).await;
+    assert_eq!((fake.delivered().len(), fake.duplicates_suppressed()), (6, 2));
+    // the interval: 1..=14400 s
+    let long = format!(
+        "{},\"duplicate_check_interval\":14400}}",
+        body.strip_suffix('}').unwrap()
+    );
+    assert_eq!(code(&send_bytes(&fake, &client, &t, &long).await), 0, "{long}");
+    let too_long = long.replace("14400", "14401");
+    assert_eq!(code(&send_bytes(&fake, &client, &t, &too_long).await), 40058);
+    // another corp's identical request is not a duplicate
+    fake.add_app("wwothercorp", "other-secret", AGENT);
+    let t2 = gettoken(&fake, &client, "wwothercorp", "other-secret").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = fake.delivered().len();
+    assert_eq!(code(&send_bytes(&fake, &client, &t2, &long).await), 0);
+    assert_eq!(fake.delivered().len(), before + 1);
+}
+
+#[tokio::test]
+async fn suppressed_duplicates_use_up_the_members_budget() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    let mut dup = text("alice", "disk full");
+    dup["enable_duplicate_check"] = json!(1);
+    for _ in 0..30 {
+        assert_eq!(code(&send_raw(&fake, &client, &t, &dup).await), 0);
+    }
+    assert_eq!((alice_got(&fake), fake.duplicates_suppressed()), (1, 29));
+    // 29 repeats counted: a new message this minute is dropped
+    send_ok(&fake, &client, &t, "alice", "new").await;
+    assert_eq!((alice_got(&fake), fake.silently_dropped()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_message_dropped_by_the_limit_is_not_delivered_either() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    for i in 0..30 {
+        send_ok(&fake, &client, &t, "alice", &format!("m{i}")).await;
+    }
+    let mut dup = text("alice", "disk full");
+    dup["enable_duplicate_check"] = json!(1);
+    assert_eq!(code(&send_raw(&fake, &client, &t, &dup).await), 0);
+    assert_eq!(fake.silently_dropped(), 1);
+    // a minute later the budget is back, but WeCom already took that request once
+    fake.advance_time(Duration::from_secs(61));
+    assert_eq!(code(&send_raw(&fake, &client, &t, &dup).await), 0);
+    assert_eq!((alice_got(&fake), fake.duplicates_suppressed()), (30, 1));
+    send_ok(&fake, &client, &t, "alice", "new").await;
+    assert_eq!(alice_got(&fake), 31);
+}
