@@ -29,6 +29,7 @@ pub const LIMITS: ContentLimits = ContentLimits {
 pub const MEMBER_LIMITS: RateLimits = RateLimits {
     per_minute: 30,
     per_hour: Some(1000),
+    margin: std::time::Duration::ZERO,
 };
 
 /// Delivers app messages for one app.

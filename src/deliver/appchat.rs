@@ -35,6 +35,7 @@ const LIMITS: ContentLimits = ContentLimits {
 pub const CHAT_LIMITS: RateLimits = RateLimits {
     per_minute: 200,
     per_hour: None,
+    margin: std::time::Duration::ZERO,
 };
 
 /// Delivers to one chat through the app that created it.

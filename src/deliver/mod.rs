@@ -181,6 +181,7 @@ impl Notifier {
                         );
                         continue;
                     }
+                    Claim::Pending => continue,
                     Claim::Held => {
                         failures.push(SendFailure::Transient {
                             reason: "in_flight",
@@ -277,10 +278,16 @@ impl Notifier {
             return Ok(None);
         }
         let budget = target.budget();
+        let charge = crate::state::Charge {
+            book: request.budget_keys.clone(),
+            checks: request.budget_keys.iter().map(|key| vec![key.clone()]).collect(),
+            keep: 0,
+            in_flight: self.settings.delivery_deadline,
+        };
         let reservation = self
             .store
             .budgets
-            .try_reserve(&budget.scope, &request.budget_keys, budget.limits)
+            .try_reserve(&budget.scope, &charge, budget.limits)
             .await
             .map_err(|over| {
                 self.metrics
@@ -290,7 +297,10 @@ impl Notifier {
                 SendFailure::rate_limited(target.over_budget(&over))
             })?;
         match retry::send(target, &request.body, deadline, self.settings.timeout).await {
-            Ok(receipt) => Ok(Some(receipt)),
+            Ok(receipt) => {
+                self.store.budgets.settle(&reservation).await;
+                Ok(Some(receipt))
+            }
             Err(failure) => {
                 self.store.budgets.release(reservation).await;
                 Err(failure)

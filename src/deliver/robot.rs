@@ -21,6 +21,7 @@ const LIMITS: ContentLimits = ContentLimits {
 pub const ROBOT_LIMITS: RateLimits = RateLimits {
     per_minute: 20,
     per_hour: None,
+    margin: std::time::Duration::ZERO,
 };
 
 pub struct RobotTarget {

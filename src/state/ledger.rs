@@ -1,7 +1,9 @@
 //! The record of accepted messages: remembers which messages WeCom accepted, so that when
 //! Alertmanager re-sends a group (after a partial failure, from an HA peer, to another
-//! replica) nothing already delivered goes out twice — and claims, so that two requests
-//! for the same message at the same time do not both send it.
+//! replica) nothing already delivered goes out twice — claims, so that two requests for
+//! the same message at the same time do not both send it, and pending holds on messages
+//! collected into a digest, so that their retries are answered at once and nothing sends
+//! them on its own while the digest is pending.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -9,6 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+
+use super::Clock;
 
 /// A fingerprint of one message (see `deliver::identity`): 128 bits of a SHA-256.
 pub type DeliveryKey = [u8; 16];
@@ -22,6 +26,9 @@ pub enum Claim {
     Accepted,
     /// Another sender (request, replica) holds it right now.
     Held,
+    /// Collected into a pending digest: retries are answered at once, and nothing sends it
+    /// on its own until the digest is sent or the hold runs out.
+    Pending,
 }
 
 /// Identifies one claim, so that only its holder can give it back.
@@ -46,12 +53,21 @@ impl Default for ClaimId {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Claims `key` for `hold` (a holder that dies loses the claim when it runs out),
-    /// unless it was accepted already or another sender holds it. Atomic.
+    /// unless it was accepted already, another sender holds it or it is pending in a
+    /// digest. Atomic.
     async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim;
-    /// Records the message as accepted for `window`, ending any claim on it.
+    /// Records the message as accepted for `window`, ending any claim or pending hold on
+    /// it (the digest that held it was sent).
     async fn accepted(&self, key: &DeliveryKey, window: Duration);
-    /// Gives a claim back (the message was not accepted); another claim is left alone.
+    /// Gives a claim back (the message was not accepted); another claim, or a pending
+    /// hold, is left alone.
     async fn release(&self, key: &DeliveryKey, claim: ClaimId);
+    /// Turns this sender's claim into a pending-digest hold for `hold`. False if the claim
+    /// was no longer this sender's (then nothing changes).
+    async fn pend(&self, key: &DeliveryKey, claim: ClaimId, hold: Duration) -> bool;
+    /// Forgets a pending-digest hold (its digest was dropped); a claim or an acceptance is
+    /// left alone.
+    async fn unpend(&self, key: &DeliveryKey);
 }
 
 /// Bounds memory whatever the traffic; the entries expiring first go first.
@@ -62,15 +78,16 @@ const EVICT_SHARE: usize = 10;
 
 /// The record in this process. Compact: an accepted message costs one 16-byte key and an
 /// 8-byte expiry in a hash map (about 3.3 MB at [`MAX_ENTRIES`]); claims, which live for
-/// one delivery, are kept apart.
+/// one delivery, and pending holds, which live until their digest is sent, are kept apart.
 #[derive(Default)]
 pub struct MemoryLedger {
     inner: Mutex<Entries>,
+    clock: Clock,
 }
 
 /// The keys are SHA-256 bits already: hashing them again would only cost time.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(super) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -88,19 +105,35 @@ impl Hasher for KeyHasher {
 
 /// Keyed by the bytes themselves: a `u128` key would align each entry to 16 bytes, 32 per
 /// record instead of 24.
-type KeyMap<V> = HashMap<DeliveryKey, V, BuildHasherDefault<KeyHasher>>;
+pub(super) type KeyMap<V> = HashMap<DeliveryKey, V, BuildHasherDefault<KeyHasher>>;
+
+/// What holds a message that is not accepted yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Claim(ClaimId),
+    Pending,
+}
 
 #[derive(Default)]
 struct Entries {
     /// Key → when its record expires, in milliseconds since `epoch`.
     accepted: KeyMap<u64>,
-    claims: KeyMap<(ClaimId, Instant)>,
+    /// Key → its hold and when that runs out.
+    holds: KeyMap<(Hold, Instant)>,
     epoch: Option<Instant>,
 }
 
 impl MemoryLedger {
     pub fn new() -> MemoryLedger {
         MemoryLedger::default()
+    }
+
+    #[cfg(test)]
+    fn with_clock(clock: Clock) -> MemoryLedger {
+        MemoryLedger {
+            clock,
+            ..MemoryLedger::default()
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -119,14 +152,14 @@ impl MemoryLedger {
 }
 
 impl Entries {
-    /// Now, in milliseconds since the first use.
-    fn now(&mut self) -> u64 {
-        let epoch = *self.epoch.get_or_insert_with(Instant::now);
-        epoch.elapsed().as_millis() as u64
+    /// `now` in milliseconds since the first use.
+    fn millis(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u64
     }
 
-    fn is_accepted(&mut self, key: &DeliveryKey) -> bool {
-        let now = self.now();
+    fn is_accepted(&mut self, key: &DeliveryKey, now: Instant) -> bool {
+        let now = self.millis(now);
         match self.accepted.get(key) {
             Some(until) if *until > now => true,
             Some(_) => {
@@ -137,12 +170,20 @@ impl Entries {
         }
     }
 
+    /// The live hold on `key`, if any.
+    fn hold(&self, key: &DeliveryKey, now: Instant) -> Option<Hold> {
+        match self.holds.get(key) {
+            Some((hold, until)) if *until > now => Some(*hold),
+            _ => None,
+        }
+    }
+
     /// Makes room for one more record: expired ones go first, then the soonest to expire.
-    fn make_room(&mut self) {
+    fn make_room(&mut self, now: Instant) {
         if self.accepted.len() < MAX_ENTRIES {
             return;
         }
-        let now = self.now();
+        let now = self.millis(now);
         self.accepted.retain(|_, until| *until > now);
         if self.accepted.len() < MAX_ENTRIES {
             return;
@@ -158,37 +199,59 @@ impl Entries {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn claim(&self, key: &DeliveryKey, hold: Duration) -> Claim {
+        let now = self.clock.now();
         let mut entries = self.lock();
-        if entries.is_accepted(key) {
+        if entries.is_accepted(key, now) {
             return Claim::Accepted;
         }
-        let now = Instant::now();
-        if entries.claims.get(key).is_some_and(|(_, until)| *until > now) {
-            return Claim::Held;
+        match entries.hold(key, now) {
+            Some(Hold::Claim(_)) => return Claim::Held,
+            Some(Hold::Pending) => return Claim::Pending,
+            None => {}
         }
-        if entries.claims.len() > MAX_ENTRIES {
-            entries.claims.retain(|_, (_, until)| *until > now);
+        if entries.holds.len() > MAX_ENTRIES {
+            entries.holds.retain(|_, (_, until)| *until > now);
         }
         let id = ClaimId::new();
-        entries.claims.insert(*key, (id, now + hold));
+        entries.holds.insert(*key, (Hold::Claim(id), now + hold));
         Claim::Mine(id)
     }
 
     async fn accepted(&self, key: &DeliveryKey, window: Duration) {
+        let now = self.clock.now();
         let mut entries = self.lock();
-        entries.claims.remove(key);
+        entries.holds.remove(key);
         if window.is_zero() {
             return;
         }
-        entries.make_room();
-        let until = entries.now() + window.as_millis() as u64;
+        entries.make_room(now);
+        let until = entries.millis(now) + window.as_millis() as u64;
         entries.accepted.insert(*key, until);
     }
 
     async fn release(&self, key: &DeliveryKey, claim: ClaimId) {
+        let now = self.clock.now();
         let mut entries = self.lock();
-        if entries.claims.get(key).is_some_and(|(id, _)| *id == claim) {
-            entries.claims.remove(key);
+        if entries.hold(key, now) == Some(Hold::Claim(claim)) {
+            entries.holds.remove(key);
+        }
+    }
+
+    async fn pend(&self, key: &DeliveryKey, claim: ClaimId, hold: Duration) -> bool {
+        let now = self.clock.now();
+        let mut entries = self.lock();
+        if entries.hold(key, now) != Some(Hold::Claim(claim)) {
+            return false;
+        }
+        entries.holds.insert(*key, (Hold::Pending, now + hold));
+        true
+    }
+
+    async fn unpend(&self, key: &DeliveryKey) {
+        let now = self.clock.now();
+        let mut entries = self.lock();
+        if entries.hold(key, now) == Some(Hold::Pending) {
+            entries.holds.remove(key);
         }
     }
 }
@@ -270,5 +333,89 @@ mod tests {
             ledger.claim(&key(MAX_ENTRIES as u32), HOLD).await,
             Claim::Accepted
         );
+    }
+
+    fn mine(claim: Claim) -> ClaimId {
+        match claim {
+            Claim::Mine(id) => id,
+            other => panic!("expected a claim of ours, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_message_answers_pending_until_its_digest_is_sent() {
+        let clock = Clock::manual();
+        let ledger = MemoryLedger::with_clock(clock.clone());
+        let claim = mine(ledger.claim(&key(1), HOLD).await);
+        assert!(ledger.pend(&key(1), claim, Duration::from_secs(600)).await);
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Pending);
+        // Its claim is gone: neither releasing nor pending it again does anything.
+        ledger.release(&key(1), claim).await;
+        assert!(!ledger.pend(&key(1), claim, HOLD).await);
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Pending);
+        // The digest was sent: accepted over pending.
+        ledger.accepted(&key(1), Duration::from_secs(60)).await;
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Accepted);
+        assert_eq!(ledger.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_the_holder_of_a_claim_can_pend_it() {
+        let clock = Clock::manual();
+        let ledger = MemoryLedger::with_clock(clock.clone());
+        assert!(!ledger.pend(&key(1), ClaimId(7), HOLD).await, "no claim at all");
+        assert!(matches!(ledger.claim(&key(1), HOLD).await, Claim::Mine(_)));
+        assert!(!ledger.pend(&key(1), ClaimId(7), HOLD).await, "someone else's");
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Held, "unchanged");
+        // An expired claim is nobody's.
+        let claim = mine(ledger.claim(&key(2), HOLD).await);
+        clock.advance(HOLD);
+        assert!(!ledger.pend(&key(2), claim, HOLD).await);
+        // An accepted message has no claim to pend.
+        let claim = mine(ledger.claim(&key(3), HOLD).await);
+        ledger.accepted(&key(3), Duration::from_secs(60)).await;
+        assert!(!ledger.pend(&key(3), claim, HOLD).await);
+        assert_eq!(ledger.claim(&key(3), HOLD).await, Claim::Accepted);
+    }
+
+    #[tokio::test]
+    async fn unpend_forgets_a_pending_hold_only_and_a_hold_runs_out() {
+        let clock = Clock::manual();
+        let ledger = MemoryLedger::with_clock(clock.clone());
+        let claim = mine(ledger.claim(&key(1), HOLD).await);
+        assert!(ledger.pend(&key(1), claim, Duration::from_secs(600)).await);
+        ledger.unpend(&key(1)).await;
+        let claim = mine(ledger.claim(&key(1), HOLD).await);
+        ledger.unpend(&key(1)).await;
+        assert_eq!(
+            ledger.claim(&key(1), HOLD).await,
+            Claim::Held,
+            "a claim is left alone"
+        );
+        ledger.accepted(&key(2), Duration::from_secs(60)).await;
+        ledger.unpend(&key(2)).await;
+        assert_eq!(
+            ledger.claim(&key(2), HOLD).await,
+            Claim::Accepted,
+            "so is an acceptance"
+        );
+
+        assert!(ledger.pend(&key(1), claim, Duration::from_secs(600)).await);
+        clock.advance(Duration::from_secs(600) - Duration::from_millis(1));
+        assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Pending);
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            matches!(ledger.claim(&key(1), HOLD).await, Claim::Mine(_)),
+            "a digest that was never sent lets the retries deliver anew"
+        );
+    }
+
+    #[tokio::test]
+    async fn accepted_with_a_zero_window_ends_a_pending_hold_too() {
+        let ledger = MemoryLedger::new();
+        let claim = mine(ledger.claim(&key(1), HOLD).await);
+        assert!(ledger.pend(&key(1), claim, HOLD).await);
+        ledger.accepted(&key(1), Duration::ZERO).await;
+        assert!(matches!(ledger.claim(&key(1), HOLD).await, Claim::Mine(_)));
     }
 }

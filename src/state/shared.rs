@@ -1,7 +1,8 @@
 //! A shared store with local state to fall back on: the store going away never stops
 //! paging. While Redis answers, every operation goes to it (and accepted messages are
 //! also recorded locally, so a replica that loses Redis still knows what it delivered
-//! itself). When an operation fails or times out, the replica switches to its local state
+//! itself; digests collected locally during an outage are still offered, taken and sent
+//! once Redis is back). When an operation fails or times out, the replica switches to its local state
 //! at once — one log line, `state_degraded` 1 — and a watcher brings it back to the shared
 //! store when Redis answers again (one log line, gauge 0). While degraded, requests do not
 //! wait on Redis at all. The watcher also pings Redis when no request does, so a Redis that
@@ -14,8 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{error, info};
 
+use super::digest::{DigestBatch, MemoryDigests, PendingDigests};
 use super::ledger::{Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger};
-use super::rate_budget::{MemoryRateBudgets, RateBudgets, RateLimits, Reservation};
+use super::rate_budget::{Charge, MemoryRateBudgets, Plan, RateBudgets, RateLimits, Reservation};
 use super::redis::{RedisStore, StoreError};
 use crate::metrics::Metrics;
 
@@ -26,6 +28,7 @@ pub struct SharedStore {
     redis: RedisStore,
     local_ledger: MemoryLedger,
     local_budgets: MemoryRateBudgets,
+    local_digests: MemoryDigests,
     degraded: AtomicBool,
     watching: AtomicBool,
     metrics: Metrics,
@@ -38,6 +41,7 @@ impl SharedStore {
             redis,
             local_ledger: MemoryLedger::new(),
             local_budgets: MemoryRateBudgets::new(),
+            local_digests: MemoryDigests::new(),
             degraded: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             metrics,
@@ -125,6 +129,18 @@ impl Ledger for SharedStore {
         self.local_ledger.release(key, claim).await;
         self.on_redis(self.redis.release(key, claim)).await;
     }
+
+    async fn pend(&self, key: &DeliveryKey, claim: ClaimId, hold: Duration) -> bool {
+        match self.on_redis(self.redis.pend(key, claim, hold)).await {
+            Some(pended) => pended,
+            None => self.local_ledger.pend(key, claim, hold).await,
+        }
+    }
+
+    async fn unpend(&self, key: &DeliveryKey) {
+        self.local_ledger.unpend(key).await;
+        self.on_redis(self.redis.unpend(key)).await;
+    }
 }
 
 #[async_trait]
@@ -132,20 +148,37 @@ impl RateBudgets for SharedStore {
     async fn try_reserve(
         &self,
         scope: &str,
-        keys: &[String],
+        charge: &Charge,
         limits: RateLimits,
     ) -> Result<Reservation, Vec<String>> {
         let id = fastrand::u64(..);
-        match self.on_redis(self.redis.book(scope, keys, limits, id)).await {
+        let plan = Plan::of(charge);
+        let booking = self
+            .redis
+            .book(scope, &plan, charge.keep, charge.in_flight, limits, id);
+        match self.on_redis(booking).await {
             Some(Ok(())) => Ok(Reservation {
                 scope: scope.to_string(),
-                keys: keys.to_vec(),
+                keys: plan.booked(),
                 id,
                 shared: true,
             }),
             Some(Err(over)) => Err(over),
-            None => self.local_budgets.try_reserve(scope, keys, limits).await,
+            None => self.local_budgets.try_reserve(scope, charge, limits).await,
         }
+    }
+
+    /// While degraded a shared booking keeps its deadline for a stamp: it counts a little
+    /// longer than it needs to, which errs on the safe side.
+    async fn settle(&self, reservation: &Reservation) {
+        if !reservation.shared {
+            return self.local_budgets.settle(reservation).await;
+        }
+        self.on_redis(
+            self.redis
+                .settle(&reservation.scope, &reservation.keys, reservation.id),
+        )
+        .await;
     }
 
     /// While degraded a shared booking is left to expire with its hour: not worth waiting
@@ -159,5 +192,70 @@ impl RateBudgets for SharedStore {
                 .unbook(&reservation.scope, &reservation.keys, reservation.id),
         )
         .await;
+    }
+}
+
+/// Digests go to Redis while it answers, else stay local. Those collected locally during
+/// an outage are offered by `due` and taken by `take` after it too (no one else knows of
+/// them), and put back to Redis if their send fails.
+#[async_trait]
+impl PendingDigests for SharedStore {
+    async fn add(
+        &self,
+        id: &str,
+        header: &[u8],
+        entry_key: &DeliveryKey,
+        entry: &[u8],
+        interval: Duration,
+        hold: Duration,
+    ) {
+        let added = self
+            .redis
+            .digest_add(id, header, entry_key, entry, interval, hold);
+        if self.on_redis(added).await.is_none() {
+            self.local_digests
+                .add(id, header, entry_key, entry, interval, hold)
+                .await;
+        }
+    }
+
+    async fn due(&self, limit: usize) -> Vec<String> {
+        let mut due = self
+            .on_redis(self.redis.digests_due(limit))
+            .await
+            .unwrap_or_default();
+        if due.len() < limit {
+            for id in self.local_digests.due(limit).await {
+                if due.len() < limit && !due.contains(&id) {
+                    due.push(id);
+                }
+            }
+        }
+        due
+    }
+
+    async fn take(&self, id: &str) -> Option<DigestBatch> {
+        match self.on_redis(self.redis.digest_take(id)).await {
+            Some(Some(batch)) => Some(batch),
+            _ => self.local_digests.take(id).await,
+        }
+    }
+
+    async fn sent(&self, id: &str, interval: Duration) {
+        self.local_digests.sent(id, interval).await;
+        self.on_redis(self.redis.digest_sent(id, interval)).await;
+    }
+
+    async fn put_back(&self, batch: DigestBatch, retry_in: Duration, hold: Duration) {
+        let put = self.redis.digest_put_back(&batch, retry_in, hold);
+        if self.on_redis(put).await.is_none() {
+            self.local_digests.put_back(batch, retry_in, hold).await;
+        }
+    }
+
+    async fn oldest_pending(&self) -> Option<Duration> {
+        let shared = self.on_redis(self.redis.oldest_pending_digest()).await.flatten();
+        let local = self.local_digests.oldest_pending().await;
+        shared.max(local)
     }
 }

@@ -13,6 +13,7 @@ mod observability;
 mod operations;
 mod routing;
 mod shared_state;
+mod state_store;
 mod templates;
 mod tokens;
 mod webhook;
