@@ -251,21 +251,38 @@ impl WeComApi {
         body: &Value,
         timeout: Duration,
     ) -> Result<Value, WeComError> {
-        let reply = match endpoint {
+        match endpoint {
             // appchat/get takes its chatid as a query parameter.
             Endpoint::AppchatGet => {
-                let request = self.http.get(url.get(endpoint)?).query(&[
-                    ("access_token", token.expose()),
-                    ("chatid", body["chatid"].as_str().unwrap_or_default()),
-                ]);
-                self.call(endpoint, request.timeout(timeout)).await?
+                let chat_id = body["chatid"].as_str().unwrap_or_default();
+                self.get_json(endpoint, url, token, &[("chatid", chat_id)], timeout)
+                    .await
             }
-            _ => {
-                self.post(endpoint, url, ("access_token", token), body, timeout)
-                    .await?
-            }
-        };
-        Ok(reply.whole)
+            _ => Ok(self
+                .post(endpoint, url, ("access_token", token), body, timeout)
+                .await?
+                .whole),
+        }
+    }
+
+    /// `GET endpoint?access_token=…&query…`, answering the whole reply: for the reads
+    /// whose answer is more than a verdict (`appchat/get`, the directory reads
+    /// `user/simplelist`, `department/simplelist` and `tag/get`).
+    pub async fn get_json(
+        &self,
+        endpoint: Endpoint,
+        url: &MethodUrl,
+        token: &Secret,
+        query: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Value, WeComError> {
+        let request = self
+            .http
+            .get(url.get(endpoint)?)
+            .query(&[("access_token", token.expose())])
+            .query(query)
+            .timeout(timeout);
+        Ok(self.call(endpoint, request).await?.whole)
     }
 
     async fn call(&self, endpoint: Endpoint, request: reqwest::RequestBuilder) -> Result<Reply, WeComError> {
@@ -311,7 +328,7 @@ impl WeComApi {
             detail: format!("not a WeCom JSON reply ({e})"),
         };
         // The calls whose whole answer matters are read once as a JSON value.
-        let reply = if matches!(endpoint, Endpoint::AppchatCreate | Endpoint::AppchatGet) {
+        let reply = if endpoint.answers_whole() {
             let whole: Value = serde_json::from_slice(&body).map_err(bad_reply)?;
             let mut reply = Reply::deserialize(&whole).map_err(bad_reply)?;
             reply.whole = whole;

@@ -14,16 +14,24 @@ pub enum Endpoint {
     AppchatSend,
     AppchatCreate,
     AppchatGet,
+    /// Directory reads: a department's own members, a department's sub-departments, a
+    /// tag's users and departments.
+    UserSimpleList,
+    DepartmentSimpleList,
+    TagGet,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::GetToken,
         Endpoint::MessageSend,
         Endpoint::RobotSend,
         Endpoint::AppchatSend,
         Endpoint::AppchatCreate,
         Endpoint::AppchatGet,
+        Endpoint::UserSimpleList,
+        Endpoint::DepartmentSimpleList,
+        Endpoint::TagGet,
     ];
 
     /// The method's path below the API base URL, and its metric label.
@@ -35,7 +43,22 @@ impl Endpoint {
             Endpoint::AppchatSend => "appchat/send",
             Endpoint::AppchatCreate => "appchat/create",
             Endpoint::AppchatGet => "appchat/get",
+            Endpoint::UserSimpleList => "user/simplelist",
+            Endpoint::DepartmentSimpleList => "department/simplelist",
+            Endpoint::TagGet => "tag/get",
         }
+    }
+
+    /// Whether the caller needs the whole reply, not only its verdict.
+    pub fn answers_whole(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AppchatCreate
+                | Endpoint::AppchatGet
+                | Endpoint::UserSimpleList
+                | Endpoint::DepartmentSimpleList
+                | Endpoint::TagGet
+        )
     }
 }
 
@@ -175,6 +198,7 @@ const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (40032, "40032"),
     (40056, "40056"),
     (40058, "40058"),
+    (40068, "40068"),
     (40050, "40050"),
     (40091, "40091"),
     (40094, "40094"),
@@ -182,6 +206,7 @@ const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (41002, "41002"),
     (41004, "41004"),
     (41011, "41011"),
+    (41017, "41017"),
     (42001, "42001"),
     (44004, "44004"),
     (45002, "45002"),
@@ -189,8 +214,10 @@ const KNOWN_ERRCODES: &[(i64, &str)] = &[
     (45033, "45033"),
     (45034, "45034"),
     (48002, "48002"),
+    (60003, "60003"),
     (60011, "60011"),
     (60020, "60020"),
+    (60123, "60123"),
     (81013, "81013"),
     (82001, "82001"),
     (82002, "82002"),
@@ -230,12 +257,14 @@ pub fn errcode_meaning(errcode: i64) -> &'static str {
         40056 => "invalid agent_id",
         40050 => "the chat does not exist (create it first: alertmanager-wecom appchat create)",
         40058 => "invalid parameter (markdown content too long?)",
+        40068 => "invalid tag id: no such tag",
         40091 => "secret invalid",
         40094 => "invalid url",
         41001 => "access token missing",
         41002 => "corp_id missing",
         41004 => "secret missing",
         41011 => "agent_id missing",
+        41017 => "tag id missing",
         42001 => "access token expired",
         44004 => "empty content",
         45002 => "content too long",
@@ -243,8 +272,10 @@ pub fn errcode_meaning(errcode: i64) -> &'static str {
         45033 => "API concurrency limit reached",
         45034 => "url must be http or https",
         48002 => "API not allowed for this secret (app group chats need an app whose visible range is the root department)",
-        60011 => "a member, party or tag is outside the app's visible range",
+        60011 => "a member, party or tag is outside the app's visible range (for directory reads: the app may not read this part of the directory)",
+        60003 => "the department does not exist",
         60020 => "caller IP is not in the app's trusted IPs (configure a fixed egress IP in the WeCom admin console)",
+        60123 => "invalid department id: no such department",
         81013 => "every user, party and tag is invalid or outside the app's visible range",
         82001 => "no recipients",
         82002 => "more than 100 parties",
@@ -301,6 +332,19 @@ mod tests {
         };
         assert_eq!(status(502).class(), ErrorClass::Transient);
         assert_eq!(api(45009).reason(), "rate_limited");
+    }
+
+    #[test]
+    fn the_directory_reads_errcodes_are_permanent_named_and_labelled() {
+        for code in [60011, 60003, 60123, 40068, 41017] {
+            assert_eq!(api(code).class(), ErrorClass::Permanent, "{code}");
+            assert_eq!(errcode_label(code), code.to_string(), "{code}");
+            assert_ne!(
+                errcode_meaning(code),
+                errcode_meaning(123456),
+                "{code} has a meaning of its own"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod appchat;
 mod batch;
 pub mod clients;
 mod credentials;
+pub mod directory;
 pub mod error;
 pub mod identity;
 pub mod outcome;

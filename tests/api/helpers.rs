@@ -233,7 +233,7 @@ impl Write for Capture {
 }
 
 /// Routes every log line of the test process, at the most verbose level, into a buffer.
-fn capture_logs() {
+pub fn capture_logs() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         env_logger::Builder::new()

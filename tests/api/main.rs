@@ -4,6 +4,7 @@ mod appchat;
 mod auth;
 mod cli;
 mod delivery;
+mod directory;
 mod fake_wecom;
 mod fake_wecom_selftest;
 mod fitting;
