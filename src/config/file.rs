@@ -26,6 +26,53 @@ pub struct ConfigFile {
     pub templates: TemplatesSection,
     #[serde(default)]
     pub state: StateSection,
+    #[serde(default)]
+    pub storm: StormSection,
+}
+
+/// How storms are handled (docs/storms.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StormSection {
+    #[serde(default = "default_true")]
+    pub digest: bool,
+    #[serde(default = "default_reserve")]
+    pub reserve: usize,
+    #[serde(default = "default_digest_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_never_digest")]
+    pub never_digest: Vec<String>,
+    #[serde(default = "default_severity_label")]
+    pub severity_label: String,
+    #[serde(default = "default_severities")]
+    pub severities: Vec<String>,
+    #[serde(default = "default_digest_hold", with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+impl Default for StormSection {
+    fn default() -> Self {
+        StormSection {
+            digest: true,
+            reserve: default_reserve(),
+            interval: default_digest_interval(),
+            never_digest: default_never_digest(),
+            severity_label: default_severity_label(),
+            severities: default_severities(),
+            hold: default_digest_hold(),
+        }
+    }
+}
+
+/// A target's rate limits where they differ from WeCom's published ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    #[serde(default)]
+    pub per_minute: Option<usize>,
+    /// 0: no hourly limit.
+    #[serde(default)]
+    pub per_hour: Option<usize>,
 }
 
 /// Where delivery state lives: this process (`memory`) or a store replicas share.
@@ -77,6 +124,9 @@ pub struct WeComSection {
     /// Ask WeCom to drop identical requests within `dedup_window` (`enable_duplicate_check`).
     #[serde(default = "default_true")]
     pub duplicate_check: bool,
+    /// Added to every rate window: WeCom may count a message later than it answered.
+    #[serde(default = "default_rate_margin", with = "humantime_serde")]
+    pub rate_margin: Duration,
 }
 
 impl Default for WeComSection {
@@ -87,6 +137,7 @@ impl Default for WeComSection {
             delivery_deadline: default_delivery_deadline(),
             dedup_window: default_dedup_window(),
             duplicate_check: true,
+            rate_margin: default_rate_margin(),
         }
     }
 }
@@ -173,6 +224,12 @@ pub struct AppSection {
     /// Overrides `wecom.api_url` for this app (proxy, private deployment).
     #[serde(default)]
     pub api_url: Option<String>,
+    /// Messages one member may get from this app, if not WeCom's 30 a minute, 1,000 an hour.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
+    /// Count parties and tags per member, read from WeCom's directory (needs read access).
+    #[serde(default)]
+    pub directory: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +258,9 @@ pub struct RouteSection {
     pub msgtype: String,
     #[serde(default)]
     pub template: Option<String>,
+    /// The template of this route's storm digests (default `digest/MSGTYPE`).
+    #[serde(default)]
+    pub digest_template: Option<String>,
     /// Text and markdown: at most this many messages per notification.
     #[serde(default)]
     pub max_messages: Option<usize>,
@@ -225,6 +285,9 @@ pub struct RobotSection {
     pub key_file: Option<String>,
     #[serde(default)]
     pub api_url: Option<String>,
+    /// Messages a minute, if not WeCom's 20.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -357,6 +420,29 @@ fn default_timezone() -> String {
 }
 fn default_max_messages() -> usize {
     3
+}
+fn default_rate_margin() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_reserve() -> usize {
+    3
+}
+fn default_digest_interval() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_digest_hold() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_never_digest() -> Vec<String> {
+    vec!["critical".to_string()]
+}
+fn default_severity_label() -> String {
+    "severity".to_string()
+}
+fn default_severities() -> Vec<String> {
+    ["critical", "error", "warning", "info"]
+        .map(String::from)
+        .to_vec()
 }
 fn default_true() -> bool {
     true

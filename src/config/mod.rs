@@ -3,6 +3,7 @@
 
 mod file;
 mod route;
+mod storm;
 mod target;
 
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use crate::model::matcher::Matcher;
 use crate::secret::Secret;
 
 pub use file::{DEFAULT_API_URL, DEFAULT_LISTEN};
+pub use storm::{RateLimit, StormSettings};
 pub use target::{check_chat_id, MsgType, RobotConfig, Target, TargetKind};
 
 /// The example configuration shipped inside the binary; used when no `--config` is given.
@@ -36,6 +38,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub templates: TemplateSettings,
     pub state: StateSettings,
+    pub storm: StormSettings,
 }
 
 /// Where delivery state lives (chosen at start-up; a reload does not move it).
@@ -74,6 +77,8 @@ pub struct WeComSettings {
     pub delivery_deadline: Duration,
     pub dedup_window: Duration,
     pub duplicate_check: bool,
+    /// Added to every rate window (docs/storms.md#budgets).
+    pub rate_margin: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +118,10 @@ pub struct AppConfig {
     pub safe: bool,
     /// Base URL of the WeCom API for this app, ending in `/`.
     pub api_url: String,
+    /// What one member may get from this app.
+    pub rate_limit: RateLimit,
+    /// Parties and tags are counted per member, read from WeCom's directory.
+    pub directory: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +136,8 @@ pub struct RouteConfig {
     pub msgtype: MsgType,
     /// Template name: a built-in or a file of `templates.dir` (without `.hbs`).
     pub template: String,
+    /// The template its storm digests are rendered with.
+    pub digest_template: String,
     /// Text and markdown: at most this many messages per notification (a numbered series);
     /// what does not fit is summarised in the last one.
     pub max_messages: usize,
@@ -226,6 +237,7 @@ impl Config {
                 .map_err(|m| invalid("wecom.delivery_deadline", m))?,
             dedup_window: raw.wecom.dedup_window,
             duplicate_check: raw.wecom.duplicate_check,
+            rate_margin: raw.wecom.rate_margin,
         };
         if raw.wecom.duplicate_check && wecom.dedup_window > Duration::from_secs(4 * 3600) {
             return Err(invalid(
@@ -305,7 +317,12 @@ impl Config {
             }
             let secret = resolve_secret(app.secret, app.secret_file, base_dir)
                 .map_err(|(field, message)| invalid(&key(field), message))?;
+            let rate_limit =
+                storm::validate_rate_limit(app.rate_limit, RateLimit::APP_MEMBER, &key("rate_limit"))
+                    .map_err(|(key, message)| invalid(&key, message))?;
             apps.push(AppConfig {
+                rate_limit,
+                directory: app.directory,
                 name: app.name,
                 corp_id,
                 agent_id: app.agent_id,
@@ -356,10 +373,19 @@ impl Config {
         }
 
         let state = validate_state(raw.state, base_dir).map_err(|(key, message)| invalid(&key, message))?;
+        let smallest_per_minute = apps
+            .iter()
+            .map(|app| app.rate_limit.per_minute)
+            .chain(robots.iter().map(|robot| robot.rate_limit.per_minute))
+            .min()
+            .unwrap_or(RateLimit::APP_MEMBER.per_minute);
+        let storm = storm::validate_storm(raw.storm, smallest_per_minute)
+            .map_err(|(key, message)| invalid(&key, message))?;
 
         Ok(Config {
             source: source.to_string(),
             state,
+            storm,
             listen,
             wecom,
             server: ServerSettings {

@@ -191,6 +191,9 @@ fn validate_route(
     }
     Ok(RouteConfig {
         template: route.template.unwrap_or_else(|| msgtype.as_str().to_string()),
+        digest_template: route
+            .digest_template
+            .unwrap_or_else(|| format!("digest/{}", msgtype.as_str())),
         max_messages,
         name: route.name,
         matchers,

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use super::file::RobotSection;
+use super::storm::{validate_rate_limit, RateLimit};
 use super::{normalize_api_url, resolve_secret};
 use crate::secret::Secret;
 
@@ -140,6 +141,7 @@ pub struct RobotConfig {
     pub key: Option<Secret>,
     /// Base URL of the WeCom API, ending in `/`.
     pub api_url: String,
+    pub rate_limit: RateLimit,
 }
 
 type Invalid = (String, String);
@@ -173,7 +175,9 @@ pub fn validate_robots(
             Some(url) => normalize_api_url(url).map_err(|m| (key("api_url"), m))?,
             None => api_url.to_string(),
         };
+        let rate_limit = validate_rate_limit(robot.rate_limit, RateLimit::ROBOT, &key("rate_limit"))?;
         robots.push(RobotConfig {
+            rate_limit,
             name: robot.name,
             key: secret,
             api_url,

@@ -390,3 +390,77 @@ fn state_mistakes_are_named_without_showing_the_url() {
         assert!(!text.contains("TESTSECRET"), "{text}");
     }
 }
+
+#[test]
+fn storms_are_digested_by_default_with_wecoms_limits() {
+    let config = load(MINIMAL).unwrap();
+    let storm = &config.storm;
+    assert!(storm.digest);
+    assert_eq!(storm.reserve, 3);
+    assert_eq!(storm.interval, Duration::from_secs(20));
+    assert!(storm.is_never_digested("Critical"));
+    assert!(!storm.is_never_digested("warning"));
+    assert!(storm.rank("critical") < storm.rank("warning"));
+    assert_eq!(storm.rank("unheard-of"), storm.severities.len());
+    assert_eq!(config.apps[0].rate_limit, RateLimit::APP_MEMBER);
+    assert!(!config.apps[0].directory);
+    assert_eq!(config.wecom.rate_margin, Duration::from_secs(5));
+    assert_eq!(config.routes[0].digest_template, "digest/markdown");
+}
+
+#[test]
+fn rate_limits_and_storm_knobs_can_be_set_and_are_checked() {
+    let config = load(
+        r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1, rate_limit: {per_minute: 20, per_hour: 0}, directory: true}]
+robots: [{name: r, key: k, rate_limit: {per_minute: 10}}]
+routes: [{name: all, app: ops, msgtype: text, to: {tags: [1]}, digest_template: my-digest}]
+storm: {reserve: 2, interval: 30s, never_digest: [], hold: 10m}
+"#,
+    );
+    let config = config.unwrap();
+    assert_eq!(
+        config.apps[0].rate_limit,
+        RateLimit {
+            per_minute: 20,
+            per_hour: None
+        }
+    );
+    assert!(config.apps[0].directory);
+    assert_eq!(config.robots[0].rate_limit.per_minute, 10);
+    assert_eq!(config.storm.reserve, 2);
+    assert!(!config.storm.is_never_digested("critical"));
+    assert_eq!(config.routes[0].digest_template, "my-digest");
+
+    let base = "routes: [{name: all, app: ops, msgtype: text, to: {tags: [1]}}]\n";
+    let with = |extra: &str| format!("apps: [{{name: ops, corp_id: ww1, agent_id: 1{extra}}}]\n{base}");
+    for (yaml, expected) in [
+        (
+            with(", rate_limit: {per_minute: 0}"),
+            "apps[0].rate_limit.per_minute: must be at least 1",
+        ),
+        (
+            with(", rate_limit: {per_minute: 30, per_hour: 10}"),
+            "apps[0].rate_limit.per_hour: 10 is below per_minute (30)",
+        ),
+        (
+            format!("{}storm: {{reserve: 30}}\n", with("")),
+            "storm.reserve: 30 leaves no slot for individual notifications",
+        ),
+        (
+            format!("{}storm: {{reserve: 0}}\n", with("")),
+            "storm.reserve: must be at least 1 while digests are on",
+        ),
+        (
+            format!("{}storm: {{interval: 1m, hold: 90s}}\n", with("")),
+            "storm.hold: must be at least twice storm.interval",
+        ),
+        (
+            format!("{}storm: {{interval: 0s}}\n", with("")),
+            "storm.interval: must be at least 1s",
+        ),
+    ] {
+        let message = error(&yaml);
+        assert!(message.contains(expected), "{yaml}\n→ {message}");
+    }
+}
