@@ -23,6 +23,12 @@ impl From<RenderError> for CardError {
     }
 }
 
+/// The line a textcard ends with when alerts were left out.
+pub fn more_alerts(omitted: usize) -> String {
+    let plural = if omitted == 1 { "" } else { "s" };
+    format!("<div class=\"gray\">… and {omitted} more alert{plural}</div>")
+}
+
 /// The card's link: the first alert's Prometheus graph, else Alertmanager itself.
 pub fn link(alerts: &[&Alert], external_url: &str) -> Option<String> {
     alerts
@@ -46,6 +52,7 @@ fn is_http(url: &str) -> bool {
 pub fn textcard(
     total: usize,
     url: String,
+    more: impl Fn(usize) -> String,
     mut render: impl FnMut(usize) -> Result<String, RenderError>,
 ) -> Result<(MessageContent, Fitted), CardError> {
     // Titles are short: keep each render's, then take the one of the kept description.
@@ -55,10 +62,6 @@ pub fn textcard(
         let (title, description) = split_title(&out);
         titles.push((k, title.trim().to_string()));
         Ok::<_, RenderError>(description.trim().to_string())
-    };
-    let more = |omitted: usize| {
-        let plural = if omitted == 1 { "" } else { "s" };
-        format!("<div class=\"gray\">… and {omitted} more alert{plural}</div>")
     };
     let mut fitted = fit_alerts(total, fit::TEXTCARD_DESCRIPTION_MAX_BYTES, description, more)?;
     let raw_title = titles

@@ -545,6 +545,43 @@ pub fn silence_url(external_url: &str, labels: &Map<String, Value>) -> Result<St
     ))
 }
 
+/// Alertmanager's alerts page filtered to `alertnames` (`{alertname=~"a|b"}`, names
+/// regex-quoted), or the unfiltered page when the filter would make the link longer than
+/// `max_bytes`; "" when `external_url` is not http(s).
+pub fn alerts_url(external_url: &str, alertnames: &[&str], max_bytes: usize) -> String {
+    let base = safe_url(external_url.trim_end_matches('/'));
+    if base.is_empty() {
+        return base;
+    }
+    let page = format!("{base}/#/alerts");
+    if alertnames.is_empty() {
+        return page;
+    }
+    let alternatives: Vec<String> = alertnames.iter().map(|name| regex_quote(name)).collect();
+    let filter = format!(
+        "{{alertname=~{}}}",
+        serde_json::to_string(&alternatives.join("|")).expect("a string serialises")
+    );
+    let filtered = format!("{page}?filter={}", percent_encode(&filter));
+    if filtered.len() <= max_bytes {
+        filtered
+    } else {
+        page
+    }
+}
+
+/// Quotes regex metacharacters, as Alertmanager's matchers take RE2 syntax.
+fn regex_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `[silence]({{{silenceURL labels}}})`: Alertmanager's new-silence form pre-filled with the
 /// label set's matchers (see [`silence_url`]), built on the root `externalURL`; "" when
 /// `externalURL` is not http(s). Narrow it with `(without labels "pod")`. Use triple braces:

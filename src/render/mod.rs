@@ -4,6 +4,7 @@
 
 mod card;
 mod context;
+pub mod digest;
 pub mod escape;
 pub mod fit;
 pub mod helpers;
@@ -20,6 +21,7 @@ use rust_embed::RustEmbed;
 use crate::config::{MsgType, RouteConfig, TemplateSettings};
 use crate::model::{Alert, WebhookPayload};
 use context::MessageContext;
+pub use digest::{AlertnameCount, DigestSummary, SeverityCount};
 pub use fit::ContentLimits;
 pub use message::MessageContent;
 
@@ -91,19 +93,21 @@ impl Renderer {
     pub fn check_routes(&self, routes: &[RouteConfig]) -> Result<(), TemplateError> {
         for route in routes {
             let registry = self.registry(route.msgtype);
-            if !registry.has_template(&route.template) {
-                let mut available: Vec<&str> = registry
-                    .get_templates()
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|name| !name.starts_with("partials/") && !name.starts_with(".."))
-                    .collect();
-                available.sort_unstable();
-                return Err(TemplateError::Missing {
-                    route: route.name.clone(),
-                    template: route.template.clone(),
-                    available: available.join(", "),
-                });
+            for template in [&route.template, &route.digest_template] {
+                if !registry.has_template(template) {
+                    let mut available: Vec<&str> = registry
+                        .get_templates()
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|name| !name.starts_with("partials/") && !name.starts_with(".."))
+                        .collect();
+                    available.sort_unstable();
+                    return Err(TemplateError::Missing {
+                        route: route.name.clone(),
+                        template: template.clone(),
+                        available: available.join(", "),
+                    });
+                }
             }
         }
         Ok(())
@@ -126,6 +130,7 @@ impl Renderer {
                 self.render(route, sample, &alerts, &[], &limits)?;
             }
             self.render(route, &samples[0], &mixed, &["alice".to_string()], &limits)?;
+            self.render_digest(route, &digest::sample_summary(), &[], &limits)?;
         }
         Ok(())
     }
@@ -199,8 +204,8 @@ impl Renderer {
                             .into(),
                     )
                 })?;
-                let (content, fitted) =
-                    card::textcard(total, url, |k| render(0..k)).map_err(|e| match e {
+                let (content, fitted) = card::textcard(total, url, card::more_alerts, |k| render(0..k))
+                    .map_err(|e| match e {
                         card::CardError::Render(e) => e,
                         card::CardError::Invalid(message) => error(message),
                     })?;

@@ -195,3 +195,67 @@ fn safe_url_keeps_links_inside_their_markup() {
         "{text}"
     );
 }
+
+/// The storm digest docs/storms.md and the README show is what `digest/markdown` renders.
+#[test]
+fn the_documented_digest_is_what_the_builtin_markdown_digest_renders() {
+    let (config, renderer) = setup("markdown");
+    let message = renderer
+        .render_digest(&config.routes[0], &digest::sample_summary(), &[], &APP)
+        .unwrap();
+    let text = text_of(&message);
+    let docs = include_str!("../../docs/storms.md");
+    let shown = docs
+        .split("The built-in `digest/markdown` template, for a storm of 49 groups:\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("docs/storms.md shows a digest");
+    assert_eq!(
+        text.replace("<font color=\"warning\">", "")
+            .replace("</font>", "")
+            .replace("· all", "· ops"),
+        shown.replace("http://alertmanager.example:9093/#/alerts?filter=%7Balertname%3D~%22KubePodCrashLooping%7CNodeFilesystemAlmostFull%7CTargetDown%22%7D", &digest::sample_summary().alerts_url),
+        "rendered:\n{text}"
+    );
+}
+
+#[test]
+fn every_msgtype_has_a_builtin_digest_that_fits_in_one_message() {
+    for msgtype in ["text", "markdown", "textcard", "template_card"] {
+        let (config, renderer) = setup(msgtype);
+        let mut summary = digest::sample_summary();
+        // A storm of 500 alertnames: they cannot all be listed.
+        summary.alertnames = (0..500)
+            .map(|i| AlertnameCount {
+                alertname: format!("StormAlert{i:04}"),
+                severity: "warning".into(),
+                firing: 1,
+                resolved: 0,
+            })
+            .collect();
+        let message = renderer
+            .render_digest(&config.routes[0], &summary, &[], &APP)
+            .unwrap_or_else(|e| panic!("{msgtype}: {e}"));
+        assert_eq!(message.parts.len(), 1, "{msgtype}");
+        assert!(message.cut, "{msgtype}: 500 alertnames do not fit");
+        let sizes = message.parts[0].sizes();
+        if msgtype == "markdown" || msgtype == "text" {
+            let text = text_of(&message);
+            assert!(text.len() <= 2048, "{msgtype}: {} bytes", text.len());
+            assert!(text.contains("more alertnames, see Alertmanager"), "{text}");
+            assert!(text.contains("StormAlert0000"), "{text}");
+        }
+        assert!(!sizes.is_empty(), "{msgtype}");
+    }
+}
+
+#[test]
+fn a_broken_digest_template_names_route_and_template() {
+    let (mut config, renderer) = setup("markdown");
+    config.routes[0].digest_template = "markdown".into();
+    let error = renderer
+        .render_digest(&config.routes[0], &digest::sample_summary(), &[], &APP)
+        .unwrap_err();
+    assert_eq!(error.template, "markdown");
+    assert_eq!(error.route, "all");
+}
