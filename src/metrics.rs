@@ -29,6 +29,16 @@ pub struct Metrics {
     pub invalid_recipients: IntCounterVec,
     pub member_rate_limited: IntCounterVec,
     pub recipients_unresolved: IntCounterVec,
+    /// Notifications answered 503 during a storm (collected for a digest, or its retry).
+    pub storm_held: IntCounterVec,
+    /// Notifications newly collected into a pending digest.
+    pub storm_digested: IntCounterVec,
+    /// Digest messages, by route and outcome.
+    pub storm_digests: IntCounterVec,
+    /// Notifications represented by digests WeCom accepted.
+    pub storm_represented: IntCounterVec,
+    /// Seconds the oldest notification pending in a digest has waited.
+    pub storm_oldest_pending: Gauge,
     /// 1 while the configured shared state store is unreachable and local state is used.
     pub state_degraded: IntGauge,
     pub state_backend: IntGaugeVec,
@@ -92,6 +102,34 @@ impl Metrics {
             "Messages held back (answered 503) because WeCom would drop or refuse them: a user already got 30 messages from the app this minute, a chat 200, or a robot sent 20.",
             &["target"],
         );
+        let storm_held = counter(
+            "storm_held_total",
+            "Notifications answered 503 because WeCom would drop them, by route and reason: collected into a digest (digest), a retry of one pending in a digest (pending), or held for budget with digests off (budget).",
+            &["route", "reason"],
+        );
+        let storm_digested = counter(
+            "storm_digested_total",
+            "Notifications collected into a pending storm digest instead of being sent on their own, by route.",
+            &["route"],
+        );
+        let storm_digests = counter(
+            "storm_digest_messages_total",
+            "Storm digests, by route and outcome (sent, retry: put back for later, failed: dropped and left to Alertmanager's retries).",
+            &["route", "outcome"],
+        );
+        let storm_represented = counter(
+            "storm_represented_total",
+            "Notifications represented by storm digests WeCom accepted, by route.",
+            &["route"],
+        );
+        let storm_oldest_pending = Gauge::with_opts(Opts::new(
+            "storm_oldest_pending_seconds",
+            "How long the oldest notification pending in a storm digest has waited (0: none).",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(storm_oldest_pending.clone()))
+            .expect("unique metric");
         let alerts_unrouted = IntCounter::with_opts(Opts::new(
             "alerts_unrouted_total",
             "Alerts that matched no route and were not delivered.",
@@ -188,6 +226,11 @@ impl Metrics {
             invalid_recipients,
             member_rate_limited,
             recipients_unresolved,
+            storm_held,
+            storm_digested,
+            storm_digests,
+            storm_represented,
+            storm_oldest_pending,
             state_degraded,
             state_backend,
         }

@@ -1,5 +1,6 @@
 //! App messages (`message/send`): to users, parties and tags, with the app's access token,
-//! in recipient batches WeCom accepts, counted per member against WeCom's silent drop.
+//! in recipient batches WeCom accepts, counted per member against WeCom's silent drop —
+//! parties, tags and `@all` included (see [`AppTarget::charge`]).
 
 use std::sync::Arc;
 
@@ -9,13 +10,16 @@ use serde_json::{json, Value};
 use super::api::{MethodUrl, SendReceipt, WeComApi};
 use super::batch;
 use super::credentials::{app_tokens, drop_token, with_token};
-use super::target::{dry_run_call, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target};
+use super::directory::{Directory, Group};
+use super::target::{
+    dry_run_call, rate_limits, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target,
+};
 use super::token::AccessTokenCache;
 use crate::config::{AppConfig, Recipients, TargetKind};
 use crate::metrics::Metrics;
 use crate::render::{ContentLimits, MessageContent};
 use crate::secret::Secret;
-use crate::state::RateLimits;
+use crate::state::Charge;
 
 /// App messages' content limits (docs/wecom-api.md#message-limits).
 pub const LIMITS: ContentLimits = ContentLimits {
@@ -24,13 +28,12 @@ pub const LIMITS: ContentLimits = ContentLimits {
     markdown_v2: 0,
 };
 
-/// One app to one member: beyond this WeCom drops messages silently
-/// (docs/wecom-api.md#rate-limits).
-pub const MEMBER_LIMITS: RateLimits = RateLimits {
-    per_minute: 30,
-    per_hour: Some(1000),
-    margin: std::time::Duration::ZERO,
-};
+/// The budget key every message of the app books: the most any one member can have got,
+/// which is what a message to `@all` must check.
+const EVERY_MESSAGE: &str = "*";
+/// The budget key of messages to `@all`: they reach every member, so every member's check
+/// adds them.
+const EVERYONE: &str = "@all";
 
 /// Delivers app messages for one app.
 pub struct AppTarget {
@@ -40,6 +43,8 @@ pub struct AppTarget {
     /// `None` in dry-run mode.
     tokens: Option<Arc<AccessTokenCache>>,
     budget: Budget,
+    /// Where parties and tags are resolved to members (`directory: true`).
+    directory: Option<Arc<Directory>>,
     /// `duplicate_check_interval` in seconds, when WeCom's duplicate check is asked for.
     duplicate_check: Option<u64>,
 }
@@ -53,8 +58,13 @@ impl AppTarget {
             tokens: app_tokens(app, parts),
             budget: Budget {
                 scope: format!("app:{}", app.name),
-                limits: MEMBER_LIMITS,
+                limits: rate_limits(app.rate_limit, parts.settings),
             },
+            directory: app.directory.then(|| {
+                parts
+                    .clients
+                    .directory(app, app_tokens(app, parts), parts.settings.timeout)
+            }),
             duplicate_check: (parts.settings.duplicate_check && window > 0).then_some(window),
             app: app.clone(),
         }
@@ -88,6 +98,55 @@ impl AppTarget {
     }
 }
 
+impl AppTarget {
+    /// What one message to `to` counts against (docs/storms.md#budgets). WeCom counts
+    /// per member, so: each user is a key; a party or tag is its members when the app reads
+    /// them from the directory, else one key of its own (a member in several parties, or
+    /// also addressed by name, is then under-counted: turn on `directory` for those); every
+    /// member's check adds the messages sent to `@all`, and a message to `@all` checks the
+    /// app's busiest member, bounded by all of the app's messages.
+    fn charge(&self, to: &Recipients) -> Charge {
+        let mut keys: Vec<String> = Vec::new();
+        let mut everyone = false;
+        for user in &to.users {
+            if user == EVERYONE {
+                everyone = true;
+            } else {
+                keys.push(user.to_lowercase());
+            }
+        }
+        for (kind, ids) in [
+            (Group::Party as fn(String) -> Group, &to.parties),
+            (Group::Tag, &to.tags),
+        ] {
+            for id in ids {
+                let group = kind(id.clone());
+                match self.directory.as_ref().and_then(|d| d.members(&group)) {
+                    Some(members) => keys.extend(members.iter().cloned()),
+                    None => keys.push(group.budget_key()),
+                }
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut checks: Vec<Vec<String>> = keys
+            .iter()
+            .map(|key| vec![key.clone(), EVERYONE.to_string()])
+            .collect();
+        let mut book = keys;
+        book.push(EVERY_MESSAGE.to_string());
+        if everyone {
+            book.push(EVERYONE.to_string());
+            checks.push(vec![EVERY_MESSAGE.to_string()]);
+        }
+        Charge {
+            book,
+            checks,
+            ..Charge::default()
+        }
+    }
+}
+
 #[async_trait]
 impl Target for AppTarget {
     fn kind(&self) -> TargetKind {
@@ -115,7 +174,7 @@ impl Target for AppTarget {
             .into_iter()
             .map(|to| Request {
                 body: self.body(&to, part),
-                budget_keys: member_keys(&to.users),
+                charge: self.charge(&to),
                 identity: format!(
                     "{}|{}|{}",
                     to.users.join(","),
@@ -131,8 +190,8 @@ impl Target for AppTarget {
             "app {} already sent {} their limit of {} messages a minute ({} an hour); WeCom would silently drop this one, so it is held back for Alertmanager to retry",
             self.app.name,
             over.join(", "),
-            MEMBER_LIMITS.per_minute,
-            MEMBER_LIMITS.per_hour.unwrap_or_default()
+            self.budget.limits.per_minute,
+            self.budget.limits.per_hour.unwrap_or_default()
         )
     }
 
@@ -168,26 +227,5 @@ impl Target for AppTarget {
                 .invalid_recipients
                 .with_label_values(&[name, kind.as_str()]);
         }
-    }
-}
-
-/// WeCom userids are case-insensitive (it answers them lower-cased), and `@all` is not a
-/// member whose messages can be counted.
-fn member_keys(users: &[String]) -> Vec<String> {
-    users
-        .iter()
-        .filter(|user| *user != "@all")
-        .map(|user| user.to_lowercase())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_are_counted_case_insensitively_and_at_all_is_not_a_member() {
-        let users: Vec<String> = ["Alice", "bob", "@all"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(member_keys(&users), vec!["alice", "bob"]);
     }
 }

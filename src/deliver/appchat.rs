@@ -14,28 +14,19 @@ use super::api::{MethodUrl, SendReceipt, WeComApi};
 use super::credentials::{app_tokens, drop_token, with_token};
 use super::error::Endpoint;
 use super::outcome::SendFailure;
-use super::target::{dry_run_call, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target};
+use super::target::{
+    dry_run_call, rate_limits, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target,
+};
 use super::token::AccessTokenCache;
-use crate::config::{AppConfig, TargetKind};
+use crate::config::{AppConfig, RateLimit, TargetKind};
 use crate::render::{ContentLimits, MessageContent};
 use crate::secret::Secret;
-use crate::state::RateLimits;
 
 /// The same content limits as app messages (docs/wecom-api.md#app-group-chats).
 const LIMITS: ContentLimits = ContentLimits {
     text: 2048,
     markdown: 2048,
     markdown_v2: 0,
-};
-
-/// Per member, across all of one app's chats. Every message reaches every member of its
-/// chat and members are not looked up, so all chats of an app count as one key: no
-/// member can get more than this, whichever chats they are in (WeCom's daily 10,000 per
-/// member is not tracked).
-pub const CHAT_LIMITS: RateLimits = RateLimits {
-    per_minute: 200,
-    per_hour: None,
-    margin: std::time::Duration::ZERO,
 };
 
 /// Delivers to one chat through the app that created it.
@@ -63,7 +54,7 @@ impl ChatTarget {
             tokens: app_tokens(app, parts),
             budget: Budget {
                 scope: format!("appchat:{}", app.name),
-                limits: CHAT_LIMITS,
+                limits: rate_limits(RateLimit::APPCHAT_MEMBER, parts.settings),
             },
         }
     }
@@ -102,7 +93,7 @@ impl Target for ChatTarget {
                 msgtype: part.body(),
                 "safe": u8::from(self.safe),
             }),
-            budget_keys: vec![self.app.clone()],
+            charge: Request::single_key_charge(&self.app),
             identity: String::new(),
         }]
     }
@@ -110,7 +101,7 @@ impl Target for ChatTarget {
     fn over_budget(&self, _over: &[String]) -> String {
         format!(
             "app {} already posted {} messages a minute to its chats, WeCom's limit per chat member; it would silently drop this one for chat {}, so it is held back for Alertmanager to retry",
-            self.app, CHAT_LIMITS.per_minute, self.chat_id
+            self.app, self.budget.limits.per_minute, self.chat_id
         )
     }
 

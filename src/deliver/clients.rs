@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use super::api::WeComApi;
+use super::directory::{Directory, DEFAULT_REFRESH};
 use super::token::AccessTokenCache;
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
@@ -16,6 +18,9 @@ pub struct Clients {
     pub api: WeComApi,
     /// By app name, corp, API URL and a hash of the secret: new credentials, new cache.
     tokens: Mutex<HashMap<[u8; 32], Arc<AccessTokenCache>>>,
+    /// By app name, with the token cache it reads with: what was read of the directory
+    /// outlives a reload that keeps the app's credentials.
+    directories: Mutex<HashMap<String, (Option<Arc<AccessTokenCache>>, Arc<Directory>)>>,
 }
 
 impl Clients {
@@ -23,6 +28,7 @@ impl Clients {
         Clients {
             api: WeComApi::new(metrics),
             tokens: Mutex::default(),
+            directories: Mutex::default(),
         }
     }
 
@@ -54,5 +60,32 @@ impl Clients {
                 ))
             })
             .clone()
+    }
+
+    /// The app's view of the directory (read with `tokens`; `None`: dry-run, nothing is
+    /// read), shared with earlier configurations that used the same credentials.
+    pub fn directory(
+        &self,
+        app: &AppConfig,
+        tokens: Option<Arc<AccessTokenCache>>,
+        call_timeout: Duration,
+    ) -> Arc<Directory> {
+        let mut directories = self.directories.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, directory)) = directories.get(&app.name) {
+            let same = match (known, &tokens) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return directory.clone();
+            }
+        }
+        let directory = Arc::new(
+            Directory::new(app, self.api.clone(), tokens.clone(), DEFAULT_REFRESH)
+                .with_call_timeout(call_timeout),
+        );
+        directories.insert(app.name.clone(), (tokens, directory.clone()));
+        directory
     }
 }

@@ -7,8 +7,10 @@ pub mod api;
 pub mod app;
 pub mod appchat;
 mod batch;
+mod booking;
 pub mod clients;
 mod credentials;
+pub mod digest;
 pub mod directory;
 pub mod error;
 pub mod identity;
@@ -23,14 +25,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
-use crate::config::{Config, Mentions, Recipients, RouteConfig, WeComSettings};
+use crate::config::{Config, Mentions, Recipients, RouteConfig, StormSettings, WeComSettings};
 use crate::metrics::Metrics;
 use crate::render::{ContentLimits, RenderedMessage};
-use crate::state::{Claim, DeliveryKey, DeliveryStore};
+use crate::state::{Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch};
 use api::SendReceipt;
+use booking::Bookings;
 pub use clients::Clients;
+use digest::{DigestAudience, HeldNotification, StormLog, StormProfile};
 use identity::{delivery_key, AlertsDigest};
 pub use outcome::{Outcome, RouteReport, SendFailure};
 use registry::build_targets;
@@ -42,6 +46,28 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(2);
 /// How often a request waiting for another's claim looks again.
 const CLAIM_POLL: Duration = Duration::from_millis(50);
 
+/// How long a digest waits for budget before looking again.
+const DIGEST_BUDGET_POLL: Duration = Duration::from_secs(2);
+/// How long a digest WeCom could not take waits before the next attempt.
+const DIGEST_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a request was not sent.
+enum Unsent {
+    /// Its recipients are out of budget (or down to the slots it had to leave).
+    OverBudget(SendFailure),
+    Failed(SendFailure),
+}
+
+/// How sending a digest ended.
+#[derive(Debug)]
+pub enum DigestOutcome {
+    Sent,
+    /// Not now (budget, WeCom busy): back in the pending digests for a later attempt.
+    PutBack(SendFailure),
+    /// WeCom refused it: its notifications are left to Alertmanager's retries.
+    Dropped(SendFailure),
+}
+
 /// One route's notification, rendered and addressed: all a delivery needs (it no longer
 /// borrows the webhook's payload).
 #[derive(Debug)]
@@ -52,6 +78,8 @@ pub struct Outgoing<'r> {
     /// The alerts' digest; `None` when the record of accepted messages is off
     /// (`wecom.dedup_window: 0s`), and then nothing is looked up or recorded.
     pub alerts: Option<AlertsDigest>,
+    /// How a digest would count it; `None` when digests are off.
+    pub storm: Option<StormProfile>,
     pub message: RenderedMessage,
 }
 
@@ -61,6 +89,8 @@ pub struct Notifier {
     store: DeliveryStore,
     metrics: Metrics,
     settings: WeComSettings,
+    storm: StormSettings,
+    storm_log: StormLog,
 }
 
 impl Notifier {
@@ -96,6 +126,8 @@ impl Notifier {
             store,
             metrics,
             settings: config.wecom.clone(),
+            storm: config.storm.clone(),
+            storm_log: StormLog::default(),
         }
     }
 
@@ -144,13 +176,15 @@ impl Notifier {
     }
 
     /// Sends one notification's message, request by request, skipping requests WeCom
-    /// already accepted for this group.
+    /// already accepted for this group. During a storm (its recipients' budget down to the
+    /// reserve) the notification is collected into a digest instead (docs/storms.md).
     pub async fn deliver(&self, outgoing: &Outgoing<'_>, group_key: &str) -> RouteReport {
         let Outgoing {
             route,
             recipients,
             mentions,
             alerts,
+            storm,
             message,
         } = outgoing;
         let started = Instant::now();
@@ -168,13 +202,22 @@ impl Notifier {
             errcode: None,
             error: None,
         };
+        // Digests need the record of accepted messages: it answers the retries.
+        let digestible = storm.as_ref().filter(|_| self.storm.digest && alerts.is_some());
+        let keep = match digestible {
+            None => 0,
+            Some(profile) if self.storm.is_never_digested(&profile.severity) => 1,
+            Some(_) => self.storm.reserve,
+        };
         let mut failures = Vec::new();
+        let mut collect: Vec<(DeliveryKey, ClaimId)> = Vec::new();
+        let mut pending = 0;
         for request in &requests {
             let key = alerts.map(|alerts| delivery_key(group_key, &route.name, &alerts, &request.identity));
             let claim = match &key {
                 None => None,
                 Some(key) => match self.claim(key, deadline).await {
-                    Claim::Mine(claim) => Some((key, claim)),
+                    Claim::Mine(claim) => Some((*key, claim)),
                     Claim::Accepted => {
                         info!(
                             "route {}: message already accepted for this group; not sending it again",
@@ -182,7 +225,10 @@ impl Notifier {
                         );
                         continue;
                     }
-                    Claim::Pending => continue,
+                    Claim::Pending => {
+                        pending += 1;
+                        continue;
+                    }
                     Claim::Held => {
                         failures.push(SendFailure::Transient {
                             reason: "in_flight",
@@ -196,12 +242,22 @@ impl Notifier {
                     }
                 },
             };
-            let sent = self.send(target, request, deadline).await;
+            // Once part of a notification waits for a digest, the rest waits with it: the
+            // digest stands for the whole notification.
+            if let (Some(claim), false) = (claim, collect.is_empty()) {
+                collect.push(claim);
+                continue;
+            }
+            let sent = self.send(target, request, deadline, keep).await;
             match (&sent, claim) {
-                (Ok(Some(_)), Some((key, _))) => {
-                    self.store.ledger.accepted(key, self.settings.dedup_window).await
+                (Err(Unsent::OverBudget(_)), Some(claim)) if digestible.is_some() => {
+                    collect.push(claim);
+                    continue;
                 }
-                (_, Some((key, claim))) => self.store.ledger.release(key, claim).await,
+                (Ok(Some(_)), Some((key, _))) => {
+                    self.store.ledger.accepted(&key, self.settings.dedup_window).await
+                }
+                (_, Some((key, claim))) => self.store.ledger.release(&key, claim).await,
                 _ => {}
             }
             match sent {
@@ -210,16 +266,25 @@ impl Notifier {
                     report.outcome = Outcome::Sent;
                 }
                 Ok(None) => report.outcome = Outcome::DryRun,
-                Err(failure) => failures.push(failure),
+                Err(Unsent::OverBudget(failure) | Unsent::Failed(failure)) => failures.push(failure),
             }
         }
-        // A transient failure wins over a permanent one: Alertmanager's retry can still
-        // deliver the transient part, and the record keeps the rest from going out twice.
-        if let Some(failure) = failures
-            .iter()
-            .find(|f| f.is_transient())
-            .or_else(|| failures.first())
-        {
+        let collected = !collect.is_empty();
+        if let (true, Some(profile)) = (collected, digestible) {
+            self.collect(outgoing, group_key, profile, collect).await;
+        }
+        // A transient failure wins: Alertmanager's retry can still deliver that part, and
+        // the record keeps the rest from going out twice. Then a digest still to come.
+        if let Some(failure) = failures.iter().find(|f| f.is_transient()) {
+            (report.outcome, report.errcode) = failure.outcome();
+            report.error = Some(failure.to_string());
+        } else if collected || pending > 0 {
+            report.outcome = Outcome::Digested;
+            report.error = Some(format!(
+                "route {}: collected for the next storm digest (WeCom would silently drop more messages to these recipients now); a retry after the digest was accepted is answered 200",
+                route.name
+            ));
+        } else if let Some(failure) = failures.first() {
             (report.outcome, report.errcode) = failure.outcome();
             report.error = Some(failure.to_string());
         }
@@ -227,6 +292,12 @@ impl Notifier {
         if message.cut {
             self.metrics.messages_cut.with_label_values(&[&route.name]).inc();
         }
+        let held = match report.outcome {
+            Outcome::Digested if collected => Some("digest"),
+            Outcome::Digested => Some("pending"),
+            Outcome::FailedTransient if failures.iter().any(SendFailure::is_rate_limited) => Some("budget"),
+            _ => None,
+        };
         let summary = format!(
             "route {} → {}: {} for {} alert(s) to {} user(s), {} party(ies), {} tag(s), {} mention(s) in {} message(s): {} in {}ms",
             route.name,
@@ -241,11 +312,141 @@ impl Notifier {
             report.outcome.as_str(),
             started.elapsed().as_millis()
         );
-        match &report.error {
-            Some(error) => warn!("{summary}: {error}"),
-            None => info!("{summary}"),
+        match (&report.error, held) {
+            // A storm is thousands of these a minute: one line per route and interval.
+            (Some(error), Some(reason)) => {
+                self.metrics
+                    .storm_held
+                    .with_label_values(&[&route.name, reason])
+                    .inc();
+                debug!("{summary}: {error}");
+                let why = if reason == "budget" {
+                    error.as_str()
+                } else {
+                    "recipients at the reserve of their budget"
+                };
+                if let Some(line) = self
+                    .storm_log
+                    .held(&route.name, collected, why, self.storm.interval)
+                {
+                    warn!("{line}");
+                }
+            }
+            (Some(error), None) => warn!("{summary}: {error}"),
+            (None, _) => info!("{summary}"),
         }
         report
+    }
+
+    /// Collects a notification into its route and audience's pending digest: its claimed
+    /// requests wait for the digest (retries are answered at once) and an entry counts it.
+    async fn collect(
+        &self,
+        outgoing: &Outgoing<'_>,
+        group_key: &str,
+        profile: &StormProfile,
+        claims: Vec<(DeliveryKey, ClaimId)>,
+    ) {
+        let hold = self.storm.hold;
+        let mut keys = Vec::with_capacity(claims.len());
+        for (key, claim) in &claims {
+            if self.store.ledger.pend(key, *claim, hold).await {
+                keys.push(digest::hex(key));
+            }
+        }
+        let audience = DigestAudience::of(outgoing.route, &outgoing.recipients, &outgoing.mentions);
+        let held = HeldNotification {
+            group: group_key.to_string(),
+            at: unix_millis(),
+            keys,
+            profile: profile.clone(),
+        };
+        // One entry per version of the group: its retries replace it, a newer version is
+        // another entry (the digest counts only the latest).
+        let (first, _) = &claims[0];
+        let entry = serde_json::to_vec(&held).expect("an entry serialises");
+        self.store
+            .digests
+            .add(
+                &audience.id(),
+                &audience.encode(),
+                first,
+                &entry,
+                self.storm.interval,
+                hold,
+            )
+            .await;
+        self.metrics
+            .storm_digested
+            .with_label_values(&[&outgoing.route.name])
+            .inc();
+    }
+
+    /// Sends a digest for the notifications of `batch` to `audience` through `route`, and
+    /// answers for them: once WeCom accepted it, their retries are answered 200. A digest
+    /// that cannot go out now is put back; one WeCom refuses is dropped and its
+    /// notifications left to Alertmanager's retries.
+    pub async fn send_digest(
+        &self,
+        route: &RouteConfig,
+        audience: &DigestAudience,
+        message: &RenderedMessage,
+        batch: DigestBatch,
+        keys: &[DeliveryKey],
+    ) -> DigestOutcome {
+        let target = self.target(route);
+        let requests = self.requests(route, &audience.recipients(), &audience.mentions(), message);
+        let deadline = Instant::now() + self.settings.delivery_deadline;
+        let mut failure = None;
+        for request in &requests {
+            match self.send(target, request, deadline, 0).await {
+                Ok(_) => {}
+                Err(Unsent::OverBudget(why) | Unsent::Failed(why)) => {
+                    failure = Some(why);
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => {
+                for key in keys {
+                    self.store.ledger.accepted(key, self.settings.dedup_window).await;
+                }
+                self.store.digests.sent(&batch.id, self.storm.interval).await;
+                DigestOutcome::Sent
+            }
+            Some(failure) if failure.is_transient() => {
+                let retry_in = if failure.is_rate_limited() {
+                    DIGEST_BUDGET_POLL
+                } else {
+                    DIGEST_RETRY
+                };
+                self.store
+                    .digests
+                    .put_back(batch, retry_in, self.storm.hold)
+                    .await;
+                DigestOutcome::PutBack(failure)
+            }
+            Some(failure) => {
+                for key in keys {
+                    self.store.ledger.unpend(key).await;
+                }
+                DigestOutcome::Dropped(failure)
+            }
+        }
+    }
+
+    /// Forgets a digest that cannot be sent any more (its route is gone): its
+    /// notifications are left to Alertmanager's retries, which route them anew.
+    pub async fn drop_digest(&self, keys: &[DeliveryKey]) {
+        for key in keys {
+            self.store.ledger.unpend(key).await;
+        }
+    }
+
+    /// The delivery state, for the digest flush.
+    pub fn store(&self) -> &DeliveryStore {
+        &self.store
     }
 
     /// Claims a message before sending it. While another sender holds it, waits for its
@@ -262,13 +463,15 @@ impl Notifier {
         }
     }
 
-    /// Books the request against the target's budget and sends it; `Ok(None)` in dry-run.
+    /// Books the request against the target's budget, leaving `keep` slots, and sends it;
+    /// `Ok(None)` in dry-run.
     async fn send(
         &self,
         target: &dyn Target,
         request: &Request,
         deadline: Instant,
-    ) -> Result<Option<SendReceipt>, SendFailure> {
+        keep: usize,
+    ) -> Result<Option<SendReceipt>, Unsent> {
         if target.is_dry_run() {
             info!(
                 "dry-run: {} {} would send: {}",
@@ -278,33 +481,27 @@ impl Notifier {
             );
             return Ok(None);
         }
-        let budget = target.budget();
-        let charge = crate::state::Charge {
-            book: request.budget_keys.clone(),
-            checks: request.budget_keys.iter().map(|key| vec![key.clone()]).collect(),
-            keep: 0,
-            in_flight: self.settings.delivery_deadline,
+        let charge = Charge {
+            keep,
+            ..request.charge.clone()
         };
-        let reservation = self
-            .store
-            .budgets
-            .try_reserve(&budget.scope, &charge, budget.limits)
+        let bookings = Bookings::first(&self.store.budgets, target, charge, deadline)
             .await
             .map_err(|over| {
                 self.metrics
                     .member_rate_limited
                     .with_label_values(&[target.name()])
                     .inc();
-                SendFailure::rate_limited(target.over_budget(&over))
+                Unsent::OverBudget(SendFailure::rate_limited(over))
             })?;
-        match retry::send(target, &request.body, deadline, self.settings.timeout).await {
+        match retry::send(target, &request.body, deadline, self.settings.timeout, &bookings).await {
             Ok(receipt) => {
-                self.store.budgets.settle(&reservation).await;
+                bookings.accepted().await;
                 Ok(Some(receipt))
             }
             Err(failure) => {
-                self.store.budgets.release(reservation).await;
-                Err(failure)
+                bookings.failed().await;
+                Err(Unsent::Failed(failure))
             }
         }
     }
@@ -327,7 +524,7 @@ impl Notifier {
         }
     }
 
-    fn count(&self, route: &RouteConfig, outcome: Outcome) {
+    pub fn count(&self, route: &RouteConfig, outcome: Outcome) {
         self.metrics
             .notifications
             .with_label_values(&[&route.name, route.target_name(), outcome.as_str()])
@@ -353,6 +550,12 @@ impl Notifier {
             );
         }
     }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -20,16 +20,20 @@ pub enum Outcome {
     FailedTransient,
     /// WeCom refused the message; retrying will not help (422).
     FailedPermanent,
+    /// Collected into a storm digest (or pending in one): answered 503 until a digest
+    /// that represents it was accepted, then its retry is answered 200.
+    Digested,
 }
 
 impl Outcome {
     /// Every outcome: the label values of `notifications_total`.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Sent,
         Outcome::Duplicate,
         Outcome::DryRun,
         Outcome::FailedTransient,
         Outcome::FailedPermanent,
+        Outcome::Digested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Outcome {
             Outcome::DryRun => "dry_run",
             Outcome::FailedTransient => "failed_transient",
             Outcome::FailedPermanent => "failed_permanent",
+            Outcome::Digested => "digested",
         }
     }
 }
@@ -116,6 +121,28 @@ impl SendFailure {
             errcode: None,
             error,
         }
+    }
+
+    /// Whether WeCom may have received (and counted) the message although the call failed:
+    /// no answer came back, or not WeCom's.
+    pub fn may_have_reached_wecom(&self) -> bool {
+        matches!(
+            self,
+            SendFailure::Transient {
+                reason: "transport" | "http_status" | "bad_reply",
+                ..
+            }
+        )
+    }
+
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(
+            self,
+            SendFailure::Transient {
+                reason: "rate_limited",
+                ..
+            }
+        )
     }
 
     pub fn is_transient(&self) -> bool {

@@ -4,18 +4,30 @@
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use serde_json::Value;
 
 use super::api::SendReceipt;
 use super::outcome::SendFailure;
 use super::target::{CallFailure, CallLimit, Target};
 
-/// Sends `body` through `target` before `deadline`, each call at most `call_timeout`.
+/// Asked before every attempt after the first. WeCom may have received, and counted
+/// against its rate limits, an attempt that failed without an answer (a timeout, a lost
+/// connection, a proxy's 5xx): then another attempt is another message to budget for.
+#[async_trait]
+pub trait AttemptBudget: Send + Sync {
+    /// `Err` ends the retries with that failure.
+    async fn another(&self, after: &SendFailure) -> Result<(), SendFailure>;
+}
+
+/// Sends `body` through `target` before `deadline`, each call at most `call_timeout`,
+/// asking `budget` before each retry.
 pub async fn send(
     target: &dyn Target,
     body: &Value,
     deadline: Instant,
     call_timeout: Duration,
+    budget: &dyn AttemptBudget,
 ) -> Result<SendReceipt, SendFailure> {
     let limit = CallLimit {
         deadline,
@@ -40,6 +52,7 @@ pub async fn send(
         if !retry.back_off(&who, attempt, &failure).await {
             return Err(failure);
         }
+        budget.another(&failure).await?;
     }
 }
 
@@ -88,7 +101,12 @@ impl Retry {
 
 impl Retry {
     /// Waits before the next attempt, logging the failure; `false` when there is none left.
-    async fn back_off(&mut self, sender: &str, attempt: u32, failure: &dyn std::fmt::Display) -> bool {
+    async fn back_off(
+        &mut self,
+        sender: &str,
+        attempt: u32,
+        failure: &(dyn std::fmt::Display + Sync),
+    ) -> bool {
         let Some(pause) = self.next_pause() else {
             return false;
         };

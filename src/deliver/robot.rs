@@ -5,23 +5,17 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::api::{MethodUrl, SendReceipt, WeComApi};
-use super::target::{dry_run_call, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target};
+use super::target::{
+    dry_run_call, rate_limits, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target,
+};
 use crate::config::{Mentions, MsgType, RobotConfig, TargetKind};
 use crate::render::{ContentLimits, MessageContent};
-use crate::state::RateLimits;
 
 /// Robot contents: markdown and markdown_v2 take twice an app's (docs/wecom-api.md#group-robots).
 const LIMITS: ContentLimits = ContentLimits {
     text: 2048,
     markdown: 4096,
     markdown_v2: 4096,
-};
-
-/// One robot: beyond this WeCom answers 45009.
-pub const ROBOT_LIMITS: RateLimits = RateLimits {
-    per_minute: 20,
-    per_hour: None,
-    margin: std::time::Duration::ZERO,
 };
 
 pub struct RobotTarget {
@@ -42,7 +36,7 @@ impl RobotTarget {
             api: parts.clients.api.clone(),
             budget: Budget {
                 scope: format!("robot:{}", robot.name),
-                limits: ROBOT_LIMITS,
+                limits: rate_limits(robot.rate_limit, parts.settings),
             },
             robot,
         }
@@ -74,7 +68,7 @@ impl Target for RobotTarget {
     fn requests(&self, part: &MessageContent, audience: Audience<'_>) -> Vec<Request> {
         vec![Request {
             body: robot_body(part, audience.mentions),
-            budget_keys: vec![self.robot.name.clone()],
+            charge: Request::single_key_charge(&self.robot.name),
             identity: audience.mentions.users.join(","),
         }]
     }
@@ -82,7 +76,7 @@ impl Target for RobotTarget {
     fn over_budget(&self, _over: &[String]) -> String {
         format!(
             "robot {} already sent its limit of {} messages a minute; held back for Alertmanager to retry",
-            self.robot.name, ROBOT_LIMITS.per_minute
+            self.robot.name, self.budget.limits.per_minute
         )
     }
 

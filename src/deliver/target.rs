@@ -14,11 +14,11 @@ use super::api::SendReceipt;
 use super::clients::Clients;
 use super::error::{ErrorClass, WeComError};
 use super::outcome::SendFailure;
-use crate::config::{Mentions, Recipients, TargetKind, WeComSettings};
+use crate::config::{Mentions, RateLimit, Recipients, TargetKind, WeComSettings};
 use crate::metrics::Metrics;
 use crate::render::{ContentLimits, MessageContent};
 use crate::secret::Secret;
-use crate::state::RateLimits;
+use crate::state::{Charge, RateLimits};
 
 /// Who one notification's message reaches: recipients for app routes, mentions for robots.
 #[derive(Debug, Clone, Copy)]
@@ -31,11 +31,23 @@ pub struct Audience<'a> {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub body: Value,
-    /// Keys in the target's budget scope this request books a message for.
-    pub budget_keys: Vec<String>,
+    /// What it books and checks in the target's budget scope (the notifier sets how many
+    /// slots it must leave and how long it may be in flight).
+    pub charge: Charge,
     /// Which recipients (with the part of a series and the alerts, what makes a request
     /// the same request again, whatever its text).
     pub identity: String,
+}
+
+impl Request {
+    /// A request counted against one key, alone (a robot, a chat).
+    pub fn single_key_charge(key: &str) -> Charge {
+        Charge {
+            book: vec![key.to_string()],
+            checks: vec![vec![key.to_string()]],
+            ..Charge::default()
+        }
+    }
 }
 
 /// The rate budget a target's messages count against.
@@ -44,6 +56,16 @@ pub struct Budget {
     /// The target's scope in the shared rate budgets (`app:ops`, `robot:dba`, …).
     pub scope: String,
     pub limits: RateLimits,
+}
+
+/// A target's limits as the budgets count them: WeCom's (or the configured) numbers, with
+/// the safety margin of `wecom.rate_margin` on every window.
+pub fn rate_limits(limit: RateLimit, settings: &WeComSettings) -> RateLimits {
+    RateLimits {
+        per_minute: limit.per_minute,
+        per_hour: limit.per_hour,
+        margin: settings.rate_margin,
+    }
 }
 
 /// How long one call may take: WeCom's per-call timeout, never past the delivery deadline.

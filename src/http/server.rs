@@ -40,13 +40,13 @@ impl Application {
             );
         }
         prepare_metrics(&runtime.metrics);
-        runtime.start_background();
         let admission = web::Data::new(Admission::new(
             settings.max_concurrent_requests,
             settings.max_queued_requests,
         ));
         let runtime = web::Data::new(runtime);
         let shared = runtime.clone().into_inner();
+        shared.start_background();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(runtime.clone())

@@ -2,6 +2,7 @@
 //! used alike by the HTTP handler, the CLI and the tests. Replaced as a whole on reload; a
 //! request keeps the `Service` it started with until it is done.
 
+mod digest;
 mod notify;
 mod preview;
 pub mod runtime;
@@ -85,6 +86,14 @@ impl Service {
         for route in &config.routes {
             metrics.messages_cut.with_label_values(&[&route.name]);
             metrics.recipients_unresolved.with_label_values(&[&route.name]);
+            for reason in ["digest", "pending", "budget"] {
+                metrics.storm_held.with_label_values(&[&route.name, reason]);
+            }
+            for outcome in ["sent", "retry", "failed"] {
+                metrics.storm_digests.with_label_values(&[&route.name, outcome]);
+            }
+            metrics.storm_digested.with_label_values(&[&route.name]);
+            metrics.storm_represented.with_label_values(&[&route.name]);
         }
         Ok(Service {
             config,

@@ -6,6 +6,7 @@
 use log::{debug, warn};
 
 use super::Service;
+use crate::deliver::digest::StormProfile;
 use crate::deliver::identity::AlertsDigest;
 use crate::deliver::{Outcome, Outgoing, RouteReport};
 use crate::model::{AlertStatus, WebhookPayload};
@@ -65,7 +66,11 @@ impl Prepared<'_> {
 
 impl Report {
     pub fn verdict(&self) -> Verdict {
-        if self.routes.iter().any(|r| r.outcome == Outcome::FailedTransient) {
+        if self
+            .routes
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::FailedTransient | Outcome::Digested))
+        {
             Verdict::Retry
         } else if self.routes.iter().any(|r| r.outcome == Outcome::FailedPermanent) {
             Verdict::Rejected
@@ -117,6 +122,7 @@ impl Service {
         }
 
         let remember = !self.config.wecom.dedup_window.is_zero();
+        let digests = remember && self.config.storm.digest;
         let mut outgoing = Vec::with_capacity(notifications.len());
         let mut failed = Vec::new();
         for notification in notifications {
@@ -126,6 +132,9 @@ impl Service {
                 Ok(message) => Ok(Outgoing {
                     route,
                     alerts: remember.then(|| AlertsDigest::of(&notification.alerts)),
+                    storm: digests.then(|| {
+                        StormProfile::of(&notification.alerts, &payload.external_url, &self.config.storm)
+                    }),
                     recipients: notification.recipients,
                     mentions: notification.mentions,
                     message,

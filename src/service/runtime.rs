@@ -13,6 +13,9 @@ use super::{AssemblyError, Lasting, Service};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 
+/// How often due storm digests are looked for.
+const DIGEST_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Where the configuration comes from, so it can be read again.
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
@@ -90,9 +93,22 @@ impl Runtime {
     }
 
     /// Starts what runs beside requests (within the tokio runtime that serves them): the
-    /// shared state's health watch.
-    pub fn start_background(&self) {
+    /// shared state's health watch and the storm digest flush, which uses whatever
+    /// configuration is current and stops with the runtime.
+    pub fn start_background(self: &Arc<Self>) {
         self.lasting.store.watch();
+        let runtime = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DIGEST_FLUSH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(runtime) = runtime.upgrade() else { return };
+                let service = runtime.service();
+                drop(runtime);
+                service.flush_digests().await;
+            }
+        });
     }
 
     /// The current configuration's pipeline. Hold on to it for a whole request.

@@ -1,0 +1,448 @@
+//! Storm digests, the deliver side: what a notification collected into a digest records
+//! (so any replica can count it in the digest and answer its retries), who a digest goes
+//! to, and how a taken digest's entries add up to a [`DigestSummary`].
+//!
+//! A notification whose recipients are short of budget is collected instead of sent: its
+//! requests' ledger entries are pended (retries are answered 503 at once, nothing sends
+//! them on their own) and an entry joins the pending digest of its route and audience. A
+//! digest WeCom accepted records those ledger entries as accepted, so Alertmanager's next
+//! retry of each notification is answered 200 and nothing goes out twice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Mentions, Recipients, RouteConfig, StormSettings};
+use crate::model::{Alert, AlertStatus};
+use crate::render::fit::TEXTCARD_URL_MAX_BYTES;
+use crate::render::helpers::alerts_url;
+use crate::render::{AlertnameCount, DigestSummary, SeverityCount};
+use crate::state::{DeliveryKey, DigestBatch};
+
+/// A notification's alerts as a digest counts them, taken while the payload is at hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StormProfile {
+    /// The most severe severity among its alerts ("" if none has one).
+    pub severity: String,
+    pub alerts: Vec<AlertCount>,
+    pub external_url: String,
+}
+
+/// Alerts of one alertname and severity in a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertCount {
+    pub alertname: String,
+    pub severity: String,
+    pub firing: u32,
+    pub resolved: u32,
+}
+
+impl StormProfile {
+    pub fn of(alerts: &[&Alert], external_url: &str, storm: &StormSettings) -> StormProfile {
+        let mut counts: Vec<AlertCount> = Vec::new();
+        for alert in alerts {
+            let severity = alert.labels.get(&storm.severity_label).unwrap_or("");
+            let alertname = alert.name();
+            let index = match counts
+                .iter()
+                .position(|c| c.alertname == alertname && c.severity == severity)
+            {
+                Some(index) => index,
+                None => {
+                    counts.push(AlertCount {
+                        alertname: alertname.to_string(),
+                        severity: severity.to_string(),
+                        firing: 0,
+                        resolved: 0,
+                    });
+                    counts.len() - 1
+                }
+            };
+            match alert.status {
+                AlertStatus::Firing => counts[index].firing += 1,
+                AlertStatus::Resolved => counts[index].resolved += 1,
+            }
+        }
+        let severity = counts
+            .iter()
+            .map(|c| c.severity.as_str())
+            .min_by_key(|severity| storm.rank(severity))
+            .unwrap_or("")
+            .to_string();
+        StormProfile {
+            severity,
+            alerts: counts,
+            external_url: external_url.to_string(),
+        }
+    }
+}
+
+/// One notification collected into a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldNotification {
+    /// Alertmanager's group key: of two versions of a group, the later is counted.
+    pub group: String,
+    /// When it joined, in Unix milliseconds.
+    pub at: u64,
+    /// The ledger keys (hex) of the requests the digest stands for.
+    pub keys: Vec<String>,
+    pub profile: StormProfile,
+}
+
+/// Who a digest goes to: a route's target and one notification's audience. The header of
+/// the digest in the delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestAudience {
+    pub route: String,
+    pub users: Vec<String>,
+    pub parties: Vec<String>,
+    pub tags: Vec<String>,
+    pub mention_users: Vec<String>,
+    pub mention_mobiles: Vec<String>,
+}
+
+impl DigestAudience {
+    pub fn of(route: &RouteConfig, recipients: &Recipients, mentions: &Mentions) -> DigestAudience {
+        DigestAudience {
+            route: route.name.clone(),
+            users: recipients.users.clone(),
+            parties: recipients.parties.clone(),
+            tags: recipients.tags.clone(),
+            mention_users: mentions.users.clone(),
+            mention_mobiles: mentions.mobiles.clone(),
+        }
+    }
+
+    pub fn recipients(&self) -> Recipients {
+        Recipients {
+            users: self.users.clone(),
+            parties: self.parties.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    pub fn mentions(&self) -> Mentions {
+        Mentions {
+            users: self.mention_users.clone(),
+            mobiles: self.mention_mobiles.clone(),
+        }
+    }
+
+    /// 32 hex characters naming the digest in the delivery state.
+    pub fn id(&self) -> String {
+        let digest: [u8; 32] = Sha256::digest(self.encode()).into();
+        hex(&digest[..16])
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an audience serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<DigestAudience> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// For logs: "3 user(s), 1 tag(s)".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (n, kind) in [
+            (self.users.len(), "user"),
+            (self.parties.len(), "party"),
+            (self.tags.len(), "tag"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {kind}(s)"));
+            }
+        }
+        if parts.is_empty() {
+            "the route's target".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A taken digest's entries, decoded: what its message says, and the ledger keys its
+/// acceptance answers for.
+pub struct Decoded {
+    pub summary: DigestSummary,
+    pub keys: Vec<DeliveryKey>,
+    /// Entries that could not be read (written by an incompatible version): dropped.
+    pub unreadable: usize,
+}
+
+/// Adds up a digest's entries: each group counted once (its latest version), severities
+/// and alertnames most severe first.
+pub fn summarize(batch: &DigestBatch, storm: &StormSettings) -> Decoded {
+    let mut latest: HashMap<String, HeldNotification> = HashMap::new();
+    let mut keys = Vec::new();
+    let mut unreadable = 0;
+    for (_, entry) in &batch.entries {
+        let Ok(held) = serde_json::from_slice::<HeldNotification>(entry) else {
+            unreadable += 1;
+            continue;
+        };
+        keys.extend(held.keys.iter().filter_map(|key| unhex(key)));
+        match latest.get(&held.group) {
+            Some(kept) if kept.at > held.at => {}
+            _ => {
+                latest.insert(held.group.clone(), held);
+            }
+        }
+    }
+    let mut severities: Vec<SeverityCount> = Vec::new();
+    let mut alertnames: Vec<AlertnameCount> = Vec::new();
+    let mut external_url = String::new();
+    for held in latest.values() {
+        if external_url.is_empty() {
+            external_url = held.profile.external_url.clone();
+        }
+        for count in &held.profile.alerts {
+            let (firing, resolved) = (count.firing as usize, count.resolved as usize);
+            match severities.iter_mut().find(|s| s.severity == count.severity) {
+                Some(s) => {
+                    s.firing += firing;
+                    s.resolved += resolved;
+                }
+                None => severities.push(SeverityCount {
+                    severity: count.severity.clone(),
+                    firing,
+                    resolved,
+                }),
+            }
+            match alertnames.iter_mut().find(|a| a.alertname == count.alertname) {
+                Some(a) => {
+                    a.firing += firing;
+                    a.resolved += resolved;
+                    if storm.rank(&count.severity) < storm.rank(&a.severity) {
+                        a.severity = count.severity.clone();
+                    }
+                }
+                None => alertnames.push(AlertnameCount {
+                    alertname: count.alertname.clone(),
+                    severity: count.severity.clone(),
+                    firing,
+                    resolved,
+                }),
+            }
+        }
+    }
+    severities
+        .sort_by(|a, b| (storm.rank(&a.severity), &a.severity).cmp(&(storm.rank(&b.severity), &b.severity)));
+    alertnames.sort_by(|a, b| {
+        (
+            storm.rank(&a.severity),
+            std::cmp::Reverse(a.firing + a.resolved),
+            &a.alertname,
+        )
+            .cmp(&(
+                storm.rank(&b.severity),
+                std::cmp::Reverse(b.firing + b.resolved),
+                &b.alertname,
+            ))
+    });
+    let names: Vec<&str> = alertnames.iter().map(|a| a.alertname.as_str()).collect();
+    let summary = DigestSummary {
+        notifications: latest.len(),
+        firing_count: severities.iter().map(|s| s.firing).sum(),
+        resolved_count: severities.iter().map(|s| s.resolved).sum(),
+        alerts_url: alerts_url(&external_url, &names, TEXTCARD_URL_MAX_BYTES),
+        severities,
+        alertnames,
+        waited_seconds: batch.waited.as_secs(),
+    };
+    Decoded {
+        summary,
+        keys,
+        unreadable,
+    }
+}
+
+/// Counts storm events per route and writes one line per route and interval instead of
+/// one per webhook (a storm is thousands of webhooks a minute).
+#[derive(Default)]
+pub struct StormLog {
+    routes: Mutex<HashMap<String, Tally>>,
+}
+
+struct Tally {
+    since: Instant,
+    held: usize,
+    collected: usize,
+    reason: String,
+}
+
+impl StormLog {
+    /// Counts one held notification; returns the line to log when the route's interval is
+    /// over (then counting starts again).
+    pub fn held(&self, route: &str, collected: bool, reason: &str, interval: Duration) -> Option<String> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let tally = routes.entry(route.to_string()).or_insert_with(|| Tally {
+            since: now,
+            held: 0,
+            collected: 0,
+            reason: String::new(),
+        });
+        tally.held += 1;
+        tally.collected += usize::from(collected);
+        if !reason.is_empty() {
+            tally.reason = reason.to_string();
+        }
+        if now.duration_since(tally.since) < interval && tally.held > 1 {
+            return None;
+        }
+        let line = format!(
+            "route {route}: storm: {} notification(s) answered 503 in the last {}s, {} of them newly collected into a digest ({})",
+            tally.held,
+            now.duration_since(tally.since).as_secs(),
+            tally.collected,
+            tally.reason
+        );
+        *tally = Tally {
+            since: now,
+            held: 0,
+            collected: 0,
+            reason: String::new(),
+        };
+        Some(line)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<DeliveryKey> {
+    let mut key = [0u8; 16];
+    if text.len() != 32 {
+        return None;
+    }
+    for (i, slot) in key.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storm() -> StormSettings {
+        StormSettings {
+            digest: true,
+            reserve: 3,
+            interval: Duration::from_secs(20),
+            never_digest: ["critical".to_string()].into(),
+            severity_label: "severity".into(),
+            severities: ["critical", "warning", "info"].map(String::from).to_vec(),
+            hold: Duration::from_secs(900),
+        }
+    }
+
+    fn held(group: &str, at: u64, key: u8, alerts: &[(&str, &str, u32, u32)]) -> (DeliveryKey, Vec<u8>) {
+        let held = HeldNotification {
+            group: group.into(),
+            at,
+            keys: vec![hex(&[key; 16])],
+            profile: StormProfile {
+                severity: String::new(),
+                alerts: alerts
+                    .iter()
+                    .map(|(alertname, severity, firing, resolved)| AlertCount {
+                        alertname: alertname.to_string(),
+                        severity: severity.to_string(),
+                        firing: *firing,
+                        resolved: *resolved,
+                    })
+                    .collect(),
+                external_url: "http://am:9093".into(),
+            },
+        };
+        ([key; 16], serde_json::to_vec(&held).unwrap())
+    }
+
+    #[test]
+    fn a_group_counts_once_by_its_latest_version_but_every_version_is_answered_for() {
+        let batch = DigestBatch {
+            id: "d".repeat(32),
+            header: vec![],
+            entries: vec![
+                held("g1", 1, 1, &[("Disk", "warning", 3, 0)]),
+                held("g1", 2, 2, &[("Disk", "warning", 2, 1)]),
+                held("g2", 1, 3, &[("Pod", "critical", 1, 0), ("Disk", "info", 1, 0)]),
+                ([9; 16], b"not json".to_vec()),
+            ],
+            waited: Duration::from_secs(21),
+        };
+        let decoded = summarize(&batch, &storm());
+        assert_eq!(decoded.keys, vec![[1; 16], [2; 16], [3; 16]]);
+        assert_eq!(decoded.unreadable, 1);
+        let summary = decoded.summary;
+        assert_eq!(summary.notifications, 2);
+        assert_eq!((summary.firing_count, summary.resolved_count), (4, 1));
+        let severities: Vec<(&str, usize, usize)> = summary
+            .severities
+            .iter()
+            .map(|s| (s.severity.as_str(), s.firing, s.resolved))
+            .collect();
+        assert_eq!(
+            severities,
+            vec![("critical", 1, 0), ("warning", 2, 1), ("info", 1, 0)]
+        );
+        let names: Vec<(&str, &str, usize)> = summary
+            .alertnames
+            .iter()
+            .map(|a| (a.alertname.as_str(), a.severity.as_str(), a.firing + a.resolved))
+            .collect();
+        assert_eq!(names, vec![("Pod", "critical", 1), ("Disk", "warning", 4)]);
+        assert!(
+            summary
+                .alerts_url
+                .starts_with("http://am:9093/#/alerts?filter=%7Balertname%3D~%22Pod%7CDisk%22%7D"),
+            "{}",
+            summary.alerts_url
+        );
+        assert_eq!(summary.waited_seconds, 21);
+    }
+
+    #[test]
+    fn the_most_severe_alert_names_a_notifications_severity() {
+        let labels = |name: &str, severity: &str| {
+            serde_json::from_value::<Alert>(serde_json::json!({
+                "status": "firing",
+                "labels": {"alertname": name, "severity": severity},
+                "annotations": {},
+                "startsAt": "2026-11-25T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": "f"
+            }))
+            .unwrap()
+        };
+        let (a, b) = (labels("A", "info"), labels("B", "critical"));
+        let profile = StormProfile::of(&[&a, &b], "http://am", &storm());
+        assert_eq!(profile.severity, "critical");
+        assert_eq!(profile.alerts.len(), 2);
+    }
+
+    #[test]
+    fn audiences_name_their_digest_stably() {
+        let audience = DigestAudience {
+            route: "r".into(),
+            users: vec!["alice".into()],
+            parties: vec![],
+            tags: vec!["2".into()],
+            mention_users: vec![],
+            mention_mobiles: vec![],
+        };
+        assert_eq!(audience.id().len(), 32);
+        assert_eq!(audience.id(), audience.clone().id());
+        assert_eq!(DigestAudience::decode(&audience.encode()), Some(audience.clone()));
+        assert_eq!(audience.describe(), "1 user(s), 1 tag(s)");
+        assert_eq!(unhex(&hex(&[0xab; 16])), Some([0xab; 16]));
+    }
+}
