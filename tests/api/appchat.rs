@@ -140,7 +140,11 @@ async fn transient_chat_failures_are_retried_and_a_resent_group_is_not_posted_tw
 
 #[tokio::test]
 async fn beyond_200_messages_a_minute_chat_messages_are_held_back_not_dropped() {
-    let app = spawn_with_chat(chat_route("text")).await;
+    let app = spawn_with_chat(TestConfig {
+        top_extra: NO_DIGESTS.into(),
+        ..chat_route("text")
+    })
+    .await;
     let mut statuses = Vec::new();
     for i in 0..203 {
         statuses.push(app.post(&group(i)).await.0);
@@ -163,9 +167,12 @@ async fn beyond_200_messages_a_minute_chat_messages_are_held_back_not_dropped() 
 async fn two_chats_of_one_app_share_the_members_budget() {
     // A member of both chats may get 200 messages a minute from the app in all: the
     // budget is the app's, whichever chat a message goes to.
-    let app = spawn(TestConfig::routes(
-        "routes:\n  - {name: a, matchers: ['chat=\"a\"'], app: ops, chat: chatA, msgtype: text}\n  - {name: b, app: ops, chat: chatB, msgtype: text}\n",
-    ))
+    let app = spawn(TestConfig {
+        top_extra: NO_DIGESTS.into(),
+        ..TestConfig::routes(
+            "routes:\n  - {name: a, matchers: ['chat=\"a\"'], app: ops, chat: chatA, msgtype: text}\n  - {name: b, app: ops, chat: chatB, msgtype: text}\n",
+        )
+    })
     .await;
     app.wecom.add_chat(OPS_AGENT, "chatA", "alice", &["alice", "bob"]);
     app.wecom.add_chat(OPS_AGENT, "chatB", "alice", &["alice", "bob"]);

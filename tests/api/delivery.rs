@@ -182,8 +182,12 @@ async fn an_app_without_a_secret_renders_and_logs_but_sends_nothing() {
 }
 
 #[tokio::test]
-async fn in_an_alert_storm_nothing_is_sent_that_wecom_would_silently_drop() {
-    let app = spawn(single_route("text")).await;
+async fn with_digests_off_a_storm_is_held_back_rather_than_silently_dropped() {
+    let app = spawn(TestConfig {
+        top_extra: NO_DIGESTS.into(),
+        ..single_route("text")
+    })
+    .await;
     let mut statuses = Vec::new();
     for i in 0..35 {
         let payload = CRASHLOOP.replace("api-7d9f", &format!("api-{i}"));

@@ -46,6 +46,10 @@ pub struct TestApp {
 }
 
 /// What a test can vary in the configuration; `Default` gives the usual setup.
+/// `top_extra` for tests of the budget alone: over-budget notifications are held back
+/// (503) instead of collected into digests.
+pub const NO_DIGESTS: &str = "storm: {digest: false}\n";
+
 pub struct TestConfig {
     /// The `routes:` section.
     pub routes: String,

@@ -15,6 +15,7 @@ mod operations;
 mod routing;
 mod shared_state;
 mod state_store;
+mod storms;
 mod templates;
 mod tokens;
 mod webhook;
