@@ -66,6 +66,20 @@ impl SendReceipt {
     }
 }
 
+/// How long one call may take: WeCom's per-call timeout, never past the delivery deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimit {
+    pub deadline: Instant,
+    pub cap: Duration,
+}
+
+impl CallLimit {
+    pub fn timeout(&self) -> Duration {
+        self.cap
+            .min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+}
+
 /// The URL of one API method (`…/cgi-bin/message/send`), parsed once per configuration:
 /// given a string, reqwest parses the URL on every call, host name (IDNA) mapping
 /// included, which callgrind put at 5% of the CPU a one-alert webhook costs.

@@ -14,13 +14,16 @@ use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 
+/// An app's directory view and the token cache it reads with.
+type DirectoryOf = (Option<Arc<AccessTokenCache>>, Arc<Directory>);
+
 pub struct Clients {
     pub api: WeComApi,
     /// By app name, corp, API URL and a hash of the secret: new credentials, new cache.
     tokens: Mutex<HashMap<[u8; 32], Arc<AccessTokenCache>>>,
     /// By app name, with the token cache it reads with: what was read of the directory
     /// outlives a reload that keeps the app's credentials.
-    directories: Mutex<HashMap<String, (Option<Arc<AccessTokenCache>>, Arc<Directory>)>>,
+    directories: Mutex<HashMap<String, DirectoryOf>>,
 }
 
 impl Clients {

@@ -269,15 +269,18 @@ pub struct StormLog {
 }
 
 struct Tally {
+    /// Start of the period being counted.
     since: Instant,
     held: usize,
     collected: usize,
     reason: String,
+    /// Whether a line was written for this route yet: the first event is logged at once.
+    logged: bool,
 }
 
 impl StormLog {
-    /// Counts one held notification; returns the line to log when the route's interval is
-    /// over (then counting starts again).
+    /// Counts one held notification; returns the line to log for the first one and then
+    /// once the route's interval is over (counting starts again).
     pub fn held(&self, route: &str, collected: bool, reason: &str, interval: Duration) -> Option<String> {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -286,13 +289,14 @@ impl StormLog {
             held: 0,
             collected: 0,
             reason: String::new(),
+            logged: false,
         });
         tally.held += 1;
         tally.collected += usize::from(collected);
         if !reason.is_empty() {
             tally.reason = reason.to_string();
         }
-        if now.duration_since(tally.since) < interval && tally.held > 1 {
+        if tally.logged && now.duration_since(tally.since) < interval {
             return None;
         }
         let line = format!(
@@ -307,6 +311,7 @@ impl StormLog {
             held: 0,
             collected: 0,
             reason: String::new(),
+            logged: true,
         };
         Some(line)
     }
@@ -427,6 +432,20 @@ mod tests {
         let profile = StormProfile::of(&[&a, &b], "http://am", &storm());
         assert_eq!(profile.severity, "critical");
         assert_eq!(profile.alerts.len(), 2);
+    }
+
+    #[test]
+    fn the_storm_log_writes_the_first_event_then_one_line_per_interval() {
+        let log = StormLog::default();
+        let interval = Duration::from_millis(200);
+        assert!(log.held("r", true, "why", interval).is_some());
+        for _ in 0..100 {
+            assert_eq!(log.held("r", false, "", interval), None);
+        }
+        assert!(log.held("other", false, "", interval).is_some(), "per route");
+        std::thread::sleep(interval);
+        let line = log.held("r", false, "", interval).unwrap();
+        assert!(line.contains("101 notification(s) answered 503"), "{line}");
     }
 
     #[test]

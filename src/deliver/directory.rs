@@ -37,10 +37,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::Value;
 
-use super::api::{MethodUrl, WeComApi};
-use super::credentials::drop_token;
+use super::api::{CallLimit, MethodUrl, WeComApi};
 use super::error::{Endpoint, ErrorClass, WeComError};
-use super::target::CallLimit;
 use super::token::AccessTokenCache;
 use crate::config::AppConfig;
 use crate::secret::Secret;
@@ -370,7 +368,8 @@ impl Reader<'_> {
                 Ok(reply) => return Ok(reply),
                 Err(error) if error.class() == ErrorClass::TokenRejected && !self.renewed => {
                     self.renewed = true;
-                    drop_token(&inner.app, &inner.tokens, &self.token).await;
+                    info!("app {}: WeCom rejected the access token while reading the directory; fetching a new one", inner.app);
+                    inner.tokens.invalidate(&self.token).await;
                     self.token = inner
                         .tokens
                         .get(self.limit.timeout())

@@ -5,11 +5,10 @@
 //! messages are fitted to, and names itself in metrics and logs. A new kind of target is a
 //! new file implementing [`Target`] plus one arm in `registry::build_targets`.
 
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use super::api::CallLimit;
 use super::api::SendReceipt;
 use super::clients::Clients;
 use super::error::{ErrorClass, WeComError};
@@ -65,20 +64,6 @@ pub fn rate_limits(limit: RateLimit, settings: &WeComSettings) -> RateLimits {
         per_minute: limit.per_minute,
         per_hour: limit.per_hour,
         margin: settings.rate_margin,
-    }
-}
-
-/// How long one call may take: WeCom's per-call timeout, never past the delivery deadline.
-#[derive(Debug, Clone, Copy)]
-pub struct CallLimit {
-    pub deadline: Instant,
-    pub cap: Duration,
-}
-
-impl CallLimit {
-    pub fn timeout(&self) -> Duration {
-        self.cap
-            .min(self.deadline.saturating_duration_since(Instant::now()))
     }
 }
 

@@ -248,3 +248,51 @@ async fn a_redis_slower_than_command_timeout_counts_as_away_and_paging_goes_on()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_storm_across_replicas_is_digested_once_and_either_replica_answers_the_retries() {
+    let redis = RedisServer::start();
+    let wecom = start_fake_wecom().await;
+    let mut config = shared_config(&redis.url());
+    config.top_extra.push_str("storm: {interval: 1s, hold: 1m}\n");
+    let (a, b) = two_replicas(&config, &wecom).await;
+    // Sixty distinct warning groups (the crashloop group is critical: sent on its own
+    // while budget lasts).
+    let groups: Vec<String> = (0..60)
+        .map(|i| {
+            group(i)
+                .replace("\"critical\"", "\"warning\"")
+                .replace(r#"team=\"pay\"}""#, &format!(r#"team=\"pay\", n=\"{i}\"}}""#))
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for (i, body) in groups.iter().enumerate() {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        statuses.push(replica.post(body).await.0);
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 27, "{statuses:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wecom.member_messages("alice").len() < 28 {
+        assert!(std::time::Instant::now() < deadline, "no digest");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Each held group retried on the replica that did not take it first.
+    for (i, body) in groups.iter().enumerate().filter(|(i, _)| statuses[*i] == 503) {
+        let other = if i % 2 == 0 { &b } else { &a };
+        let (status, report) = other.post(body).await;
+        assert_eq!(status, 200, "{report}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let messages = wecom.member_messages("alice");
+    let digests: Vec<&serde_json::Value> = messages
+        .iter()
+        .filter(|m| m.to_string().contains("STORM DIGEST"))
+        .collect();
+    assert_eq!((messages.len(), digests.len()), (28, 1), "one digest, sent once");
+    assert!(
+        digests[0].to_string().contains("33 notification(s)"),
+        "{}",
+        digests[0]
+    );
+    assert_eq!(wecom.silently_dropped(), 0);
+}

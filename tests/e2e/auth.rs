@@ -15,6 +15,7 @@ async fn a_webhook_without_the_right_bearer_token_is_refused_and_nothing_is_sent
         alertmanager_token: "TESTSECRET-e2e-stale-token".into(),
         // No second attempt at the group during the test (401 is not retried either).
         group_interval: "1m",
+        ..Options::default()
     })
     .await;
     stack

@@ -46,6 +46,10 @@ pub struct Options {
     pub group_interval: &'static str,
     /// The bearer token Alertmanager sends (its `credentials_file` content).
     pub alertmanager_token: String,
+    /// Alertmanager's route `group_by`, as YAML.
+    pub group_by: &'static str,
+    /// More top-level sections of our config (e.g. `storm:`).
+    pub service_extra: &'static str,
 }
 
 impl Default for Options {
@@ -54,6 +58,8 @@ impl Default for Options {
             routes: String::new(),
             group_interval: "2s",
             alertmanager_token: WEBHOOK_TOKEN.to_string(),
+            group_by: "[alertname, team]",
+            service_extra: "",
         }
     }
 }
@@ -100,6 +106,7 @@ impl Stack {
             &wecom.base_url(),
             &ServiceConfig {
                 routes: &options.routes,
+                extra: options.service_extra,
                 ..ServiceConfig::default()
             },
         )
@@ -110,6 +117,7 @@ impl Stack {
             &AlertmanagerConfig {
                 webhook_address: &service.address,
                 group_interval: options.group_interval,
+                group_by: options.group_by,
                 token: &options.alertmanager_token,
                 ..AlertmanagerConfig::default()
             },
@@ -470,6 +478,11 @@ templates:
 
     /// POST /alerts directly (not through Alertmanager), with `Authorization: Bearer TOKEN`
     /// when a token is given.
+    /// What the service logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
     pub async fn post_alerts(&self, body: &str, token: Option<&str>) -> reqwest::Response {
         let mut request = self
             .http

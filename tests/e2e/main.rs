@@ -36,3 +36,4 @@ mod delivery;
 mod failures;
 mod ha;
 mod harness;
+mod storms;
