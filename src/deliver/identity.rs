@@ -55,6 +55,13 @@ pub fn delivery_key(group_key: &str, route: &str, alerts: &AlertsDigest, request
     key
 }
 
+/// The key of a whole notification (group, route, alerts), recorded only while a storm
+/// digest stands for it: its retries are then answered from the record, before rendering.
+pub fn notification_key(group_key: &str, route: &str, alerts: &AlertsDigest) -> DeliveryKey {
+    // Request identities start with a part number ("0/1|…"): this one cannot be one.
+    delivery_key(group_key, route, alerts, "notification")
+}
+
 /// A field prefixed by its length, so that fields cannot run into each other.
 fn update_field(hasher: &mut Sha256, field: &[u8]) {
     hasher.update((field.len() as u64).to_le_bytes());

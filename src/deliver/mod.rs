@@ -30,12 +30,12 @@ use log::{debug, info, warn};
 use crate::config::{Config, Mentions, Recipients, RouteConfig, StormSettings, WeComSettings};
 use crate::metrics::Metrics;
 use crate::render::{ContentLimits, RenderedMessage};
-use crate::state::{Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch};
+use crate::state::{Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch, Recorded};
 use api::SendReceipt;
 use booking::Bookings;
 pub use clients::Clients;
 use digest::{DigestAudience, HeldNotification, StormLog, StormProfile};
-use identity::{delivery_key, AlertsDigest};
+use identity::{delivery_key, notification_key, AlertsDigest};
 pub use outcome::{Outcome, RouteReport, SendFailure};
 use registry::build_targets;
 pub use target::Request;
@@ -348,6 +348,14 @@ impl Notifier {
         claims: Vec<(DeliveryKey, ClaimId)>,
     ) {
         let hold = self.storm.hold;
+        let mut claims = claims;
+        // The whole notification too, so its retries are answered before rendering.
+        if let Some(alerts) = &outgoing.alerts {
+            let key = notification_key(group_key, &outgoing.route.name, alerts);
+            if let Claim::Mine(claim) = self.store.ledger.claim(&key, hold).await {
+                claims.push((key, claim));
+            }
+        }
         let mut keys = Vec::with_capacity(claims.len());
         for (key, claim) in &claims {
             if self.store.ledger.pend(key, *claim, hold).await {
@@ -380,6 +388,68 @@ impl Notifier {
             .storm_digested
             .with_label_values(&[&outgoing.route.name])
             .inc();
+    }
+
+    /// Answers a notification from the record alone, when a storm digest stands for it:
+    /// still pending (503) or accepted (200), without rendering or sending anything. `None`:
+    /// it needs delivering.
+    pub async fn answer_from_record(
+        &self,
+        route: &RouteConfig,
+        group_key: &str,
+        alerts: &AlertsDigest,
+        count: usize,
+    ) -> Option<RouteReport> {
+        if !self.storm.digest {
+            return None;
+        }
+        let key = notification_key(group_key, &route.name, alerts);
+        let (outcome, error) = match self.store.ledger.peek(&key).await {
+            Recorded::Pending => (
+                Outcome::Digested,
+                Some(format!(
+                    "route {}: waits for the next storm digest; a retry after the digest was accepted is answered 200",
+                    route.name
+                )),
+            ),
+            Recorded::Accepted => (Outcome::Duplicate, None),
+            Recorded::Nothing | Recorded::Claimed => return None,
+        };
+        self.count(route, outcome);
+        if outcome == Outcome::Digested {
+            self.metrics
+                .storm_held
+                .with_label_values(&[&route.name, "pending"])
+                .inc();
+            debug!(
+                "route {}: notification pending in a storm digest; answered without rendering",
+                route.name
+            );
+            if let Some(line) = self.storm_log.held(
+                &route.name,
+                false,
+                "recipients at the reserve of their budget",
+                self.storm.interval,
+            ) {
+                warn!("{line}");
+            }
+        } else {
+            info!(
+                "route {}: notification represented by a storm digest WeCom accepted; not sending it again",
+                route.name
+            );
+        }
+        Some(RouteReport {
+            route: route.name.clone(),
+            target: route.target_name().to_string(),
+            msgtype: route.msgtype.as_str(),
+            alerts: count,
+            messages: 0,
+            outcome,
+            cut: false,
+            errcode: None,
+            error,
+        })
     }
 
     /// Sends a digest for the notifications of `batch` to `audience` through `route`, and
@@ -524,7 +594,7 @@ impl Notifier {
         }
     }
 
-    pub fn count(&self, route: &RouteConfig, outcome: Outcome) {
+    fn count(&self, route: &RouteConfig, outcome: Outcome) {
         self.metrics
             .notifications
             .with_label_values(&[&route.name, route.target_name(), outcome.as_str()])

@@ -142,7 +142,7 @@ async fn handle(body: web::Bytes, service: &Service, permit: Option<SemaphorePer
         }
     };
     drop(body);
-    let prepared = service.prepare(&payload);
+    let prepared = service.prepare(&payload).await;
     // Let go of the payload and the processing turn before waiting on WeCom: a delivery
     // needs what was prepared, not the alerts.
     drop(payload);

@@ -83,14 +83,15 @@ impl Report {
 impl Service {
     /// Routes and renders a webhook end to end and delivers it.
     pub async fn notify(&self, payload: &WebhookPayload) -> Report {
-        let prepared = self.prepare(payload);
+        let prepared = self.prepare(payload).await;
         self.deliver(prepared).await
     }
 
     /// Routes the alerts and renders each route's message; counts what was received and
     /// reports what cannot be delivered (unrouted alerts, unresolved recipients, failed
-    /// templates) in metrics and logs.
-    pub fn prepare(&self, payload: &WebhookPayload) -> Prepared<'_> {
+    /// templates) in metrics and logs. A notification a storm digest stands for is answered
+    /// from the record without rendering (retries come by the thousand in a storm).
+    pub async fn prepare(&self, payload: &WebhookPayload) -> Prepared<'_> {
         if payload.version != "4" {
             debug!(
                 "webhook payload version {:?}; handling it as version 4",
@@ -127,11 +128,23 @@ impl Service {
         let mut failed = Vec::new();
         for notification in notifications {
             let route = notification.route;
+            let alerts = remember.then(|| AlertsDigest::of(&notification.alerts));
+            if let (true, Some(digest)) = (digests, &alerts) {
+                let count = notification.alerts.len();
+                let answer = self
+                    .notifier
+                    .answer_from_record(route, &payload.group_key, digest, count)
+                    .await;
+                if let Some(report) = answer {
+                    outgoing.push(Err(report));
+                    continue;
+                }
+            }
             let rendered = self.render(payload, &notification);
             outgoing.push(match rendered {
                 Ok(message) => Ok(Outgoing {
                     route,
-                    alerts: remember.then(|| AlertsDigest::of(&notification.alerts)),
+                    alerts,
                     storm: digests.then(|| {
                         StormProfile::of(&notification.alerts, &payload.external_url, &self.config.storm)
                     }),

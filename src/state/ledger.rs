@@ -31,6 +31,15 @@ pub enum Claim {
     Pending,
 }
 
+/// What the record says of a message, read without claiming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Nothing,
+    Claimed,
+    Pending,
+    Accepted,
+}
+
 /// Identifies one claim, so that only its holder can give it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimId(pub u64);
@@ -68,6 +77,9 @@ pub trait Ledger: Send + Sync {
     /// Forgets a pending-digest hold (its digest was dropped); a claim or an acceptance is
     /// left alone.
     async fn unpend(&self, key: &DeliveryKey);
+    /// What the record holds for `key` now, changing nothing (a retry that needs no work
+    /// is answered from it).
+    async fn peek(&self, key: &DeliveryKey) -> Recorded;
 }
 
 /// Bounds memory whatever the traffic; the entries expiring first go first.
@@ -247,6 +259,19 @@ impl Ledger for MemoryLedger {
         true
     }
 
+    async fn peek(&self, key: &DeliveryKey) -> Recorded {
+        let now = self.clock.now();
+        let mut entries = self.lock();
+        if entries.is_accepted(key, now) {
+            return Recorded::Accepted;
+        }
+        match entries.hold(key, now) {
+            Some(Hold::Claim(_)) => Recorded::Claimed,
+            Some(Hold::Pending) => Recorded::Pending,
+            None => Recorded::Nothing,
+        }
+    }
+
     async fn unpend(&self, key: &DeliveryKey) {
         let now = self.clock.now();
         let mut entries = self.lock();
@@ -357,6 +382,19 @@ mod tests {
         ledger.accepted(&key(1), Duration::from_secs(60)).await;
         assert_eq!(ledger.claim(&key(1), HOLD).await, Claim::Accepted);
         assert_eq!(ledger.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn peeking_reads_the_record_and_changes_nothing() {
+        let ledger = MemoryLedger::with_clock(Clock::manual());
+        assert_eq!(ledger.peek(&key(1)).await, Recorded::Nothing);
+        assert_eq!(ledger.peek(&key(1)).await, Recorded::Nothing, "no claim was made");
+        let claim = mine(ledger.claim(&key(1), HOLD).await);
+        assert_eq!(ledger.peek(&key(1)).await, Recorded::Claimed);
+        assert!(ledger.pend(&key(1), claim, HOLD).await);
+        assert_eq!(ledger.peek(&key(1)).await, Recorded::Pending);
+        ledger.accepted(&key(1), Duration::from_secs(60)).await;
+        assert_eq!(ledger.peek(&key(1)).await, Recorded::Accepted);
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 
 use super::digest::{DigestBatch, MAX_ENTRIES_PER_DIGEST};
-use super::ledger::{Claim, ClaimId, DeliveryKey};
+use super::ledger::{Claim, ClaimId, DeliveryKey, Recorded};
 use super::millis;
 use super::rate_budget::{Plan, RateLimits};
 use crate::config::RedisSettings;
@@ -506,6 +506,17 @@ impl RedisStore {
             })
             .await?;
         Ok(answer == 1)
+    }
+
+    pub async fn peek(&self, key: &DeliveryKey) -> Result<Recorded, StoreError> {
+        let name = self.message_key(key);
+        let value: Option<String> = self.run(|mut c| async move { c.get(name).await }).await?;
+        Ok(match value.as_deref() {
+            None => Recorded::Nothing,
+            Some("a") => Recorded::Accepted,
+            Some("p") => Recorded::Pending,
+            Some(_) => Recorded::Claimed,
+        })
     }
 
     pub async fn unpend(&self, key: &DeliveryKey) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use log::{error, info};
 
 use super::digest::{DigestBatch, MemoryDigests, PendingDigests};
-use super::ledger::{Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger};
+use super::ledger::{Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger, Recorded};
 use super::rate_budget::{Charge, MemoryRateBudgets, Plan, RateBudgets, RateLimits, Reservation};
 use super::redis::{RedisStore, StoreError};
 use crate::metrics::Metrics;
@@ -140,6 +140,13 @@ impl Ledger for SharedStore {
     async fn unpend(&self, key: &DeliveryKey) {
         self.local_ledger.unpend(key).await;
         self.on_redis(self.redis.unpend(key)).await;
+    }
+
+    async fn peek(&self, key: &DeliveryKey) -> Recorded {
+        match self.on_redis(self.redis.peek(key)).await {
+            Some(recorded) => recorded,
+            None => self.local_ledger.peek(key).await,
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use alertmanager_wecom::config::{RedisSettings, StateSettings};
 use alertmanager_wecom::metrics::Metrics;
 use alertmanager_wecom::secret::Secret;
 use alertmanager_wecom::state::{
-    Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch, RateLimits,
+    Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch, RateLimits, Recorded,
 };
 
 use crate::redis_server::{RedisServer, Reply};
@@ -323,7 +323,9 @@ async fn the_ledger_in_redis_holds_a_pending_message_across_replicas() {
         "not b's claim"
     );
     assert_eq!(b.ledger.claim(&key(1), HOLD).await, Claim::Held);
+    assert_eq!(b.ledger.peek(&key(1)).await, Recorded::Claimed);
     assert!(a.ledger.pend(&key(1), claim, HOLD).await);
+    assert_eq!(b.ledger.peek(&key(1)).await, Recorded::Pending);
     assert_eq!(b.ledger.claim(&key(1), HOLD).await, Claim::Pending);
     assert!(
         !a.ledger.pend(&key(1), claim, HOLD).await,
@@ -341,6 +343,8 @@ async fn the_ledger_in_redis_holds_a_pending_message_across_replicas() {
 
     // The digest was sent: accepted over pending.
     b.ledger.accepted(&key(1), Duration::from_secs(60)).await;
+    assert_eq!(a.ledger.peek(&key(1)).await, Recorded::Accepted);
+    assert_eq!(a.ledger.peek(&key(2)).await, Recorded::Nothing);
     assert_eq!(a.ledger.claim(&key(1), HOLD).await, Claim::Accepted);
     b.ledger.unpend(&key(1)).await;
     assert_eq!(

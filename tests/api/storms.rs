@@ -133,6 +133,11 @@ async fn a_storm_to_one_user_sends_until_the_reserve_then_one_digest_answers_for
         retries.iter().all(|(s, o)| *s == 200 && o == "duplicate"),
         "{retries:?}"
     );
+    let (_, report) = app.post(&groups[30]).await;
+    assert_eq!(
+        report["routes"][0]["messages"], 0,
+        "answered before rendering: {report}"
+    );
     assert_eq!(app.wecom.member_messages("alice").len(), 28);
     assert_eq!(app.wecom.silently_dropped(), 0);
 
@@ -170,6 +175,8 @@ async fn a_retry_of_a_notification_waiting_for_its_digest_is_answered_at_once() 
     for _ in 0..20 {
         let (status, report) = app.post(&groups[27]).await;
         assert_eq!((status, outcome(&report)), (503, "digested"), "{report}");
+        // Answered from the record: nothing rendered, no request built.
+        assert_eq!(report["routes"][0]["messages"], 0, "{report}");
     }
     // No WeCom call, no waiting on a claim: each retry answers from the record.
     assert_eq!(app.wecom.send_calls(), calls);
