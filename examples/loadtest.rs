@@ -299,11 +299,14 @@ fn service_binary(args: &Args) -> Result<PathBuf, String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     eprintln!("building the service: cargo build --release --bin alertmanager-wecom");
     let mut command = Command::new(cargo);
-    // `cargo run` gives this process the example's CARGO_MANIFEST_DIR, CARGO_PKG_* …; passed
-    // on, build scripts that watch them (ring's) would rebuild the TLS stack on every run.
+    // `cargo run` gives this process the example's CARGO_MANIFEST_DIR, CARGO_PKG_* … and,
+    // the package having a build script, its OUT_DIR; passed on, build scripts that watch
+    // them (ring's watches OUT_DIR) would rebuild the TLS stack here and again in the next
+    // `cargo run`, about 3 minutes each.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name == "CARGO_MANIFEST_DIR"
+        if name == "OUT_DIR"
+            || name == "CARGO_MANIFEST_DIR"
             || name == "CARGO_MANIFEST_PATH"
             || name == "CARGO_CRATE_NAME"
             || name == "CARGO_BIN_NAME"
