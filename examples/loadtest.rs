@@ -11,7 +11,11 @@
 //!    webhooks/s, WeCom sends/s, latency, RSS, CPU per 1,000 webhooks and gettoken calls,
 //!    and the service's ratios to the baseline measured in the same run,
 //! 5. times single 1,000-alert groups end to end on the idle service, with an in-process
-//!    breakdown (parse, route, render + fit) through the library.
+//!    breakdown (parse, route, render + fit) through the library,
+//! 6. runs alert storms to one recipient (`--storms`, `loadtest/storm.rs`; `--only-storms`
+//!    for them alone): how long until every group is represented in WeCom, and the
+//!    messages it took, against the fake in storm mode (WeCom's silent drop), with the
+//!    forwarder given the same storms.
 
 #[path = "loadtest/driver.rs"]
 mod driver;
@@ -23,6 +27,8 @@ mod forwarder;
 mod payloads;
 #[path = "loadtest/procstat.rs"]
 mod procstat;
+#[path = "loadtest/storm.rs"]
+mod storm;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -84,6 +90,27 @@ struct Args {
     /// the record of accepted messages on, repeats are answered as duplicates).
     #[arg(long)]
     repeat_groups: bool,
+    /// Alert storms after the load phases: the number of alert groups of each, every group
+    /// to one recipient; `''` or `0` skips them.
+    #[arg(long, default_value = "100,500,2000", value_name = "GROUPS,…")]
+    storms: String,
+    /// Seconds over which a storm's groups first arrive, spread evenly.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    storm_window: f64,
+    /// Seconds from a storm's start after which its groups are no longer retried.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    storm_limit: f64,
+    /// At most this many storm webhooks in flight at once (the simulated Alertmanager's).
+    #[arg(long, default_value_t = 64)]
+    storm_in_flight: usize,
+    /// Run only the storms (no load phases, single groups or record measurement).
+    #[arg(long)]
+    only_storms: bool,
+    /// The delivery state the storms run with. Default: the run's `--state`, except that
+    /// with `both` (the default) storms run on `memory` only — each storm takes minutes;
+    /// `--storm-state both` runs them on both.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    storm_state: Option<StateBackend>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,8 +130,9 @@ const MAX_IN_FLIGHT: usize = 256;
 fn main() -> ExitCode {
     let mut raw = std::env::args();
     if raw.nth(1).as_deref() == Some("__forwarder") {
-        let upstream = raw.next().expect("__forwarder UPSTREAM_BASE_URL");
-        return match forwarder::run(&upstream) {
+        let upstream = raw.next().expect("__forwarder UPSTREAM_BASE_URL [TOUSER]");
+        let touser = raw.next().unwrap_or_else(|| "@all".into());
+        return match forwarder::run(&upstream, &touser) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("forwarder: {error}");
@@ -113,8 +141,12 @@ fn main() -> ExitCode {
         };
     }
     let args = Args::parse();
+    if let Err(error) = storm::sizes(&args.storms) {
+        eprintln!("loadtest: {error}");
+        return ExitCode::FAILURE;
+    }
     if args.state == StateBackend::Both {
-        return run_each_backend();
+        return run_each_backend(&args);
     }
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
@@ -126,8 +158,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--state both`: this program again with `--state memory`, then `--state redis`.
-fn run_each_backend() -> ExitCode {
+/// Whether this run's storms run here, on `backend`.
+fn storms_on(args: &Args, backend: StateBackend) -> bool {
+    match args.storm_state {
+        None | Some(StateBackend::Both) => true,
+        Some(only) => only == backend,
+    }
+}
+
+/// `--state both`: this program again with `--state memory`, then `--state redis` (storms
+/// on `memory` only unless `--storm-state` says otherwise; with `--only-storms`, a backend
+/// without storms is not run at all).
+fn run_each_backend(args: &Args) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(error) => {
@@ -140,8 +182,19 @@ fn run_each_backend() -> ExitCode {
         given.drain(at..(at + 2).min(given.len()));
     }
     given.retain(|a| !a.starts_with("--state="));
+    if args.storm_state.is_none() {
+        given.extend(["--storm-state".into(), "memory".into()]);
+    }
     let mut worst = 0;
-    for backend in ["memory", "redis"] {
+    for (backend, state) in [("memory", StateBackend::Memory), ("redis", StateBackend::Redis)] {
+        let storms = match args.storm_state {
+            None => state == StateBackend::Memory,
+            Some(only) => only == StateBackend::Both || only == state,
+        };
+        let sizes = storm::sizes(&args.storms).unwrap_or_default();
+        if args.only_storms && (!storms || sizes.is_empty()) {
+            continue;
+        }
         println!("\n######## delivery state: {backend} ########\n");
         let status = Command::new(&exe)
             .args(&given)
@@ -246,11 +299,14 @@ fn service_binary(args: &Args) -> Result<PathBuf, String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     eprintln!("building the service: cargo build --release --bin alertmanager-wecom");
     let mut command = Command::new(cargo);
-    // `cargo run` gives this process the example's CARGO_MANIFEST_DIR, CARGO_PKG_* …; passed
-    // on, build scripts that watch them (ring's) would rebuild the TLS stack on every run.
+    // `cargo run` gives this process the example's CARGO_MANIFEST_DIR, CARGO_PKG_* … and,
+    // the package having a build script, its OUT_DIR; passed on, build scripts that watch
+    // them (ring's watches OUT_DIR) would rebuild the TLS stack here and again in the next
+    // `cargo run`, about 3 minutes each.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name == "CARGO_MANIFEST_DIR"
+        if name == "OUT_DIR"
+            || name == "CARGO_MANIFEST_DIR"
             || name == "CARGO_MANIFEST_PATH"
             || name == "CARGO_CRATE_NAME"
             || name == "CARGO_BIN_NAME"
@@ -401,7 +457,7 @@ fn run(args: &Args) -> Result<bool, String> {
         eprintln!("warning: the load generator was built without --release; its figures are not comparable");
     }
     let service_bin = service_binary(args)?;
-    let record_kib = full_record_kib();
+    let record_kib = if args.only_storms { 0 } else { full_record_kib() };
     let ticks_per_second = procstat::clock_ticks();
     let fake = FakeWeCom::start(2).map_err(|e| format!("fake WeCom: {e}"))?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -411,53 +467,37 @@ fn run(args: &Args) -> Result<bool, String> {
         StateBackend::Redis => Some(start_redis(redis_port, dir.path())?),
         _ => None,
     };
+    let storms = storm::StormContext {
+        args,
+        service_bin: &service_bin,
+        fake: &fake,
+        dir: dir.path(),
+        backend: args.state,
+        redis_port,
+        ticks_per_second,
+    };
+    let run_storms = || -> Result<bool, String> {
+        if storms_on(args, args.state) {
+            storm::run(&storms)
+        } else {
+            println!("\nalert storms: not on this backend (--storm-state)");
+            Ok(true)
+        }
+    };
+    if args.only_storms {
+        let ok = run_storms()?;
+        drop(redis);
+        fake.stop();
+        return Ok(ok);
+    }
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let config_text = service_config(&listen, &fake.base_url, &state_config(args.state, redis_port));
     let config_path = dir.path().join("loadtest.yml");
     std::fs::write(&config_path, &config_text).map_err(|e| e.to_string())?;
     let log_path = dir.path().join("service.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let mut command = match &args.service_wrapper {
-        Some(wrapper) => {
-            let mut words = wrapper.split_whitespace();
-            let mut command = Command::new(words.next().ok_or("--service-wrapper is empty")?);
-            command.args(words).arg(&service_bin);
-            command
-        }
-        None => Command::new(&service_bin),
-    };
-    let service = ChildGuard(
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", &args.service_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", service_bin.display()))?,
-    );
-
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut forwarder = ChildGuard(
-        Command::new(exe)
-            .arg("__forwarder")
-            .arg(&fake.base_url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the forwarder: {e}"))?,
-    );
-    let mut line = String::new();
-    BufReader::new(forwarder.0.stdout.take().ok_or("forwarder stdout")?)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let forwarder_port: u16 = line
-        .trim()
-        .strip_prefix("PORT ")
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| format!("the forwarder said {line:?}"))?;
+    let service = spawn_service(args, &service_bin, &config_path, &log_path)?;
+    let (forwarder, forwarder_port) = start_forwarder(&fake.base_url, "@all")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -742,9 +782,58 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     drop(service);
     drop(forwarder);
+    all_ok &= run_storms()?;
     drop(redis);
     fake.stop();
     Ok(all_ok)
+}
+
+/// Starts the service (under `--service-wrapper`, if given) with `config`, its log to `log`.
+fn spawn_service(args: &Args, service_bin: &Path, config: &Path, log: &Path) -> Result<ChildGuard, String> {
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut command = match &args.service_wrapper {
+        Some(wrapper) => {
+            let mut words = wrapper.split_whitespace();
+            let mut command = Command::new(words.next().ok_or("--service-wrapper is empty")?);
+            command.args(words).arg(service_bin);
+            command
+        }
+        None => Command::new(service_bin),
+    };
+    let child = command
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", &args.service_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", service_bin.display()))?;
+    Ok(ChildGuard(child))
+}
+
+/// Starts the baseline (this program with `__forwarder`) sending to `touser` through the
+/// fake at `upstream`; returns it and the port it listens on.
+fn start_forwarder(upstream: &str, touser: &str) -> Result<(ChildGuard, u16), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut forwarder = ChildGuard(
+        Command::new(exe)
+            .args(["__forwarder", upstream, touser])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the forwarder: {e}"))?,
+    );
+    let mut line = String::new();
+    BufReader::new(forwarder.0.stdout.take().ok_or("forwarder stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("the forwarder said {line:?}"))?;
+    Ok((forwarder, port))
 }
 
 /// What the in-memory record of accepted messages costs when full, measured in this

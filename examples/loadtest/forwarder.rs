@@ -2,7 +2,8 @@
 //! workers, a reqwest client). It reads the webhook body and makes one upstream POST to the
 //! fake's `message/send` with the first 2,000 bytes of the body as a text message: no
 //! parsing, routing or templating. It runs as a child process of the load test (the same
-//! executable, started with `__forwarder`), like the service, so both are measured alike.
+//! executable, started with `__forwarder UPSTREAM [TOUSER]`), like the service, so both are
+//! measured alike. It sends to `@all` unless given a recipient (the storms name one).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -14,10 +15,11 @@ use serde_json::json;
 struct Upstream {
     http: reqwest::Client,
     url: String,
+    touser: String,
 }
 
 /// Serves until killed. Prints `PORT <n>` on stdout once listening.
-pub fn run(upstream_base: &str) -> std::io::Result<()> {
+pub fn run(upstream_base: &str, touser: &str) -> std::io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let http = reqwest::Client::builder()
@@ -28,6 +30,7 @@ pub fn run(upstream_base: &str) -> std::io::Result<()> {
     let upstream = web::Data::new(Upstream {
         http,
         url: format!("{upstream_base}message/send?access_token=loadtest-token-forwarder"),
+        touser: touser.to_string(),
     });
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -47,7 +50,8 @@ pub fn run(upstream_base: &str) -> std::io::Result<()> {
 
 async fn forward(body: web::Bytes, upstream: web::Data<Upstream>) -> HttpResponse {
     let head = String::from_utf8_lossy(&body[..body.len().min(2000)]);
-    let message = json!({"touser": "@all", "msgtype": "text", "agentid": 1, "text": {"content": head}});
+    let message =
+        json!({"touser": upstream.touser, "msgtype": "text", "agentid": 1, "text": {"content": head}});
     let reply = upstream
         .http
         .post(&upstream.url)
