@@ -51,10 +51,21 @@ impl<'a> Bookings<'a> {
         })
     }
 
-    /// WeCom accepted the message: every booking was received by now.
+    /// WeCom accepted the message: every booking was received by now. Settling only
+    /// narrows a booking to WeCom's answer, so it need not hold up the answer to
+    /// Alertmanager (with Redis it is a round trip): it runs beside it, and a settle that
+    /// never happens (the process ended) leaves the booking counted longer, which is safe.
     pub async fn accepted(self) {
-        for reservation in self.take() {
-            self.budgets.settle(&reservation).await;
+        let reservations = self.take();
+        let budgets = self.budgets.clone();
+        let settle = async move {
+            for reservation in reservations {
+                budgets.settle(&reservation).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(settle)),
+            Err(_) => settle.await,
         }
     }
 

@@ -23,8 +23,10 @@
 //!
 //! Each test takes 1–6 s (Alertmanager's group_wait is 1 s, its group_interval 2 s), the
 //! HA tests 13 s and 20 s (a settled cluster, slow sends past the peer timeout, then
-//! waiting to see that nothing is sent twice); the suite about 33 s with cargo's default
-//! two test threads here. Redis is `$REDIS_SERVER`, else `redis-server` on `PATH`.
+//! waiting to see that nothing is sent twice), the storm tests (storms.rs) about 70 s each
+//! (hundreds of groups posted over a minute, then their digests); the suite about 100 s
+//! with cargo's default two test threads here. Redis is `$REDIS_SERVER`, else
+//! `redis-server` on `PATH`.
 
 #[path = "../api/fake_wecom.rs"]
 mod fake_wecom;
