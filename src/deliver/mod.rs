@@ -46,6 +46,9 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(2);
 /// How often a request waiting for another's claim looks again.
 const CLAIM_POLL: Duration = Duration::from_millis(50);
 
+/// With a shared store, notifications of at least this many alerts are looked up in the
+/// record before they are rendered (rendering them costs more than the round trip).
+const PEEK_SHARED_FROM_ALERTS: usize = 100;
 /// How long a digest waits for budget before looking again.
 const DIGEST_BUDGET_POLL: Duration = Duration::from_secs(2);
 /// How long a digest WeCom could not take waits before the next attempt.
@@ -400,7 +403,10 @@ impl Notifier {
         alerts: &AlertsDigest,
         count: usize,
     ) -> Option<RouteReport> {
-        if !self.storm.digest {
+        // Reading the record costs a round trip with a shared store: worth it only where
+        // rendering costs more (a big group); small ones render and find their requests
+        // pending when they claim them.
+        if !self.storm.digest || (self.store.is_shared() && count < PEEK_SHARED_FROM_ALERTS) {
             return None;
         }
         let key = notification_key(group_key, &route.name, alerts);

@@ -69,6 +69,12 @@ impl DeliveryStore {
         }
     }
 
+    /// Whether the state lives in a shared store (each operation is a round trip) rather
+    /// than in this process.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Starts watching a shared store's health (within a tokio runtime, once the service
     /// serves): a Redis that is down shows in `state_degraded` without waiting for an alert.
     pub fn watch(&self) {
