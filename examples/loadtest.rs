@@ -339,6 +339,25 @@ fn service_binary(args: &Args) -> Result<PathBuf, String> {
     Ok(target_dir.join("release").join("alertmanager-wecom"))
 }
 
+/// The load generator's runtime (two workers, beside the service's) and an HTTP client
+/// keeping `connections` idle connections, each request bounded by `timeout`.
+fn driver_runtime(
+    connections: usize,
+    timeout: Duration,
+) -> Result<(tokio::runtime::Runtime, reqwest::Client), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((runtime, client))
+}
+
 fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
@@ -503,16 +522,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let service = spawn_service(args, &service_bin, &config_path, &log_path)?;
     let (forwarder, forwarder_port) = start_forwarder(&fake.base_url, "@all")?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (runtime, client) = driver_runtime(args.concurrency, Duration::from_secs(30))?;
     let ours = Target {
         name: "service",
         pid: service.0.id(),

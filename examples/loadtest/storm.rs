@@ -417,16 +417,7 @@ pub fn run(ctx: &StormContext) -> Result<bool, String> {
     if sizes.is_empty() {
         return Ok(true);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.storm_in_flight)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let (runtime, client) = crate::driver_runtime(args.storm_in_flight, Duration::from_secs(10))?;
     let (forwarder, forwarder_port) = start_forwarder(&ctx.fake.base_url, MEMBER)?;
     let forwarder_pid = forwarder.0.id();
     let forwarder_url = format!("http://127.0.0.1:{forwarder_port}/alerts");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
 
 use crate::model::matcher::Matcher;
 use crate::secret::Secret;
@@ -156,14 +157,14 @@ impl RouteConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mentions {
     pub users: Vec<String>,
     pub mobiles: Vec<String>,
 }
 
 /// WeCom recipients: user ids, department (party) ids and tag ids.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipients {
     pub users: Vec<String>,
     pub parties: Vec<String>,

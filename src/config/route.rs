@@ -193,7 +193,7 @@ fn validate_route(
         template: route.template.unwrap_or_else(|| msgtype.as_str().to_string()),
         digest_template: route
             .digest_template
-            .unwrap_or_else(|| format!("digest/{}", msgtype.as_str())),
+            .unwrap_or_else(|| msgtype.builtin_digest_template()),
         max_messages,
         name: route.name,
         matchers,

@@ -23,6 +23,11 @@ pub enum MsgType {
 }
 
 impl MsgType {
+    /// The built-in template of storm digests in this msgtype (`templates/digest/`).
+    pub fn builtin_digest_template(self) -> String {
+        format!("digest/{}", self.as_str())
+    }
+
     pub const ALL: [MsgType; 5] = [
         MsgType::Text,
         MsgType::Markdown,

@@ -21,6 +21,7 @@ use super::token::AccessTokenCache;
 use crate::config::{AppConfig, RateLimit, TargetKind};
 use crate::render::{ContentLimits, MessageContent};
 use crate::secret::Secret;
+use crate::state::Charge;
 
 /// The same content limits as app messages (docs/wecom-api.md#app-group-chats).
 const LIMITS: ContentLimits = ContentLimits {
@@ -93,7 +94,7 @@ impl Target for ChatTarget {
                 msgtype: part.body(),
                 "safe": u8::from(self.safe),
             }),
-            charge: Request::single_key_charge(&self.app),
+            charge: Charge::one_key(&self.app),
             identity: String::new(),
         }]
     }

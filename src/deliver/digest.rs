@@ -8,7 +8,7 @@
 //! digest WeCom accepted records those ledger entries as accepted, so Alertmanager's next
 //! retry of each notification is answered 200 and nothing goes out twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::model::{Alert, AlertStatus};
 use crate::render::fit::TEXTCARD_URL_MAX_BYTES;
 use crate::render::helpers::alerts_url;
 use crate::render::{AlertnameCount, DigestSummary, SeverityCount};
-use crate::state::{DeliveryKey, DigestBatch};
+use crate::state::{key_from_hex, key_hex, DeliveryKey, DigestBatch};
 
 /// A notification's alerts as a digest counts them, taken while the payload is at hand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,40 +41,35 @@ pub struct AlertCount {
 }
 
 impl StormProfile {
+    /// One pass over the alerts, each (alertname, severity) counted in a map: a group of
+    /// 1,000 alerts of many alertnames stays linear.
     pub fn of(alerts: &[&Alert], external_url: &str, storm: &StormSettings) -> StormProfile {
-        let mut counts: Vec<AlertCount> = Vec::new();
+        let mut counts: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
         for alert in alerts {
             let severity = alert.labels.get(&storm.severity_label).unwrap_or("");
-            let alertname = alert.name();
-            let index = match counts
-                .iter()
-                .position(|c| c.alertname == alertname && c.severity == severity)
-            {
-                Some(index) => index,
-                None => {
-                    counts.push(AlertCount {
-                        alertname: alertname.to_string(),
-                        severity: severity.to_string(),
-                        firing: 0,
-                        resolved: 0,
-                    });
-                    counts.len() - 1
-                }
-            };
+            let (firing, resolved) = counts.entry((alert.name(), severity)).or_default();
             match alert.status {
-                AlertStatus::Firing => counts[index].firing += 1,
-                AlertStatus::Resolved => counts[index].resolved += 1,
+                AlertStatus::Firing => *firing += 1,
+                AlertStatus::Resolved => *resolved += 1,
             }
         }
         let severity = counts
-            .iter()
-            .map(|c| c.severity.as_str())
+            .keys()
+            .map(|(_, severity)| *severity)
             .min_by_key(|severity| storm.rank(severity))
             .unwrap_or("")
             .to_string();
         StormProfile {
             severity,
-            alerts: counts,
+            alerts: counts
+                .into_iter()
+                .map(|((alertname, severity), (firing, resolved))| AlertCount {
+                    alertname: alertname.to_string(),
+                    severity: severity.to_string(),
+                    firing,
+                    resolved,
+                })
+                .collect(),
             external_url: external_url.to_string(),
         }
     }
@@ -97,44 +92,25 @@ pub struct HeldNotification {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestAudience {
     pub route: String,
-    pub users: Vec<String>,
-    pub parties: Vec<String>,
-    pub tags: Vec<String>,
-    pub mention_users: Vec<String>,
-    pub mention_mobiles: Vec<String>,
+    pub recipients: Recipients,
+    pub mentions: Mentions,
 }
 
 impl DigestAudience {
     pub fn of(route: &RouteConfig, recipients: &Recipients, mentions: &Mentions) -> DigestAudience {
         DigestAudience {
             route: route.name.clone(),
-            users: recipients.users.clone(),
-            parties: recipients.parties.clone(),
-            tags: recipients.tags.clone(),
-            mention_users: mentions.users.clone(),
-            mention_mobiles: mentions.mobiles.clone(),
-        }
-    }
-
-    pub fn recipients(&self) -> Recipients {
-        Recipients {
-            users: self.users.clone(),
-            parties: self.parties.clone(),
-            tags: self.tags.clone(),
-        }
-    }
-
-    pub fn mentions(&self) -> Mentions {
-        Mentions {
-            users: self.mention_users.clone(),
-            mobiles: self.mention_mobiles.clone(),
+            recipients: recipients.clone(),
+            mentions: mentions.clone(),
         }
     }
 
     /// 32 hex characters naming the digest in the delivery state.
     pub fn id(&self) -> String {
         let digest: [u8; 32] = Sha256::digest(self.encode()).into();
-        hex(&digest[..16])
+        let mut id: DeliveryKey = [0; 16];
+        id.copy_from_slice(&digest[..16]);
+        key_hex(&id)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -148,10 +124,11 @@ impl DigestAudience {
     /// For logs: "3 user(s), 1 tag(s)".
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
+        let to = &self.recipients;
         for (n, kind) in [
-            (self.users.len(), "user"),
-            (self.parties.len(), "party"),
-            (self.tags.len(), "tag"),
+            (to.users.len(), "user"),
+            (to.parties.len(), "party"),
+            (to.tags.len(), "tag"),
         ] {
             if n > 0 {
                 parts.push(format!("{n} {kind}(s)"));
@@ -185,7 +162,7 @@ pub fn summarize(batch: &DigestBatch, storm: &StormSettings) -> Decoded {
             unreadable += 1;
             continue;
         };
-        keys.extend(held.keys.iter().filter_map(|key| unhex(key)));
+        keys.extend(held.keys.iter().filter_map(|key| key_from_hex(key.as_bytes())));
         match latest.get(&held.group) {
             Some(kept) if kept.at > held.at => {}
             _ => {
@@ -193,43 +170,42 @@ pub fn summarize(batch: &DigestBatch, storm: &StormSettings) -> Decoded {
             }
         }
     }
-    let mut severities: Vec<SeverityCount> = Vec::new();
-    let mut alertnames: Vec<AlertnameCount> = Vec::new();
-    let mut external_url = String::new();
+    // Counted in maps (a storm's digest may stand for thousands of alertnames), sorted after.
+    let mut severities: HashMap<&str, SeverityCount> = HashMap::new();
+    let mut alertnames: HashMap<&str, AlertnameCount> = HashMap::new();
+    let mut external_url = "";
     for held in latest.values() {
         if external_url.is_empty() {
-            external_url = held.profile.external_url.clone();
+            external_url = &held.profile.external_url;
         }
         for count in &held.profile.alerts {
             let (firing, resolved) = (count.firing as usize, count.resolved as usize);
-            match severities.iter_mut().find(|s| s.severity == count.severity) {
-                Some(s) => {
-                    s.firing += firing;
-                    s.resolved += resolved;
-                }
-                None => severities.push(SeverityCount {
+            let by_severity = severities
+                .entry(&count.severity)
+                .or_insert_with(|| SeverityCount {
                     severity: count.severity.clone(),
-                    firing,
-                    resolved,
-                }),
-            }
-            match alertnames.iter_mut().find(|a| a.alertname == count.alertname) {
-                Some(a) => {
-                    a.firing += firing;
-                    a.resolved += resolved;
-                    if storm.rank(&count.severity) < storm.rank(&a.severity) {
-                        a.severity = count.severity.clone();
-                    }
-                }
-                None => alertnames.push(AlertnameCount {
+                    firing: 0,
+                    resolved: 0,
+                });
+            by_severity.firing += firing;
+            by_severity.resolved += resolved;
+            let by_name = alertnames
+                .entry(&count.alertname)
+                .or_insert_with(|| AlertnameCount {
                     alertname: count.alertname.clone(),
                     severity: count.severity.clone(),
-                    firing,
-                    resolved,
-                }),
+                    firing: 0,
+                    resolved: 0,
+                });
+            by_name.firing += firing;
+            by_name.resolved += resolved;
+            if storm.rank(&count.severity) < storm.rank(&by_name.severity) {
+                by_name.severity = count.severity.clone();
             }
         }
     }
+    let mut severities: Vec<SeverityCount> = severities.into_values().collect();
+    let mut alertnames: Vec<AlertnameCount> = alertnames.into_values().collect();
     severities
         .sort_by(|a, b| (storm.rank(&a.severity), &a.severity).cmp(&(storm.rank(&b.severity), &b.severity)));
     alertnames.sort_by(|a, b| {
@@ -249,7 +225,7 @@ pub fn summarize(batch: &DigestBatch, storm: &StormSettings) -> Decoded {
         notifications: latest.len(),
         firing_count: severities.iter().map(|s| s.firing).sum(),
         resolved_count: severities.iter().map(|s| s.resolved).sum(),
-        alerts_url: alerts_url(&external_url, &names, TEXTCARD_URL_MAX_BYTES),
+        alerts_url: alerts_url(external_url, &names, TEXTCARD_URL_MAX_BYTES),
         severities,
         alertnames,
         waited_seconds: batch.waited.as_secs(),
@@ -317,21 +293,6 @@ impl StormLog {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<DeliveryKey> {
-    let mut key = [0u8; 16];
-    if text.len() != 32 {
-        return None;
-    }
-    for (i, slot) in key.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,7 +313,7 @@ mod tests {
         let held = HeldNotification {
             group: group.into(),
             at,
-            keys: vec![hex(&[key; 16])],
+            keys: vec![key_hex(&[key; 16])],
             profile: StormProfile {
                 severity: String::new(),
                 alerts: alerts
@@ -452,16 +413,16 @@ mod tests {
     fn audiences_name_their_digest_stably() {
         let audience = DigestAudience {
             route: "r".into(),
-            users: vec!["alice".into()],
-            parties: vec![],
-            tags: vec!["2".into()],
-            mention_users: vec![],
-            mention_mobiles: vec![],
+            recipients: Recipients {
+                users: vec!["alice".into()],
+                parties: vec![],
+                tags: vec!["2".into()],
+            },
+            mentions: Mentions::default(),
         };
         assert_eq!(audience.id().len(), 32);
         assert_eq!(audience.id(), audience.clone().id());
         assert_eq!(DigestAudience::decode(&audience.encode()), Some(audience.clone()));
         assert_eq!(audience.describe(), "1 user(s), 1 tag(s)");
-        assert_eq!(unhex(&hex(&[0xab; 16])), Some([0xab; 16]));
     }
 }

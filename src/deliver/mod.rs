@@ -30,7 +30,7 @@ use log::{debug, info, warn};
 use crate::config::{Config, Mentions, Recipients, RouteConfig, StormSettings, WeComSettings};
 use crate::metrics::Metrics;
 use crate::render::{ContentLimits, RenderedMessage};
-use crate::state::{Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch, Recorded};
+use crate::state::{key_hex, Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch, Recorded};
 use api::SendReceipt;
 use booking::Bookings;
 pub use clients::Clients;
@@ -49,6 +49,8 @@ const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// With a shared store, notifications of at least this many alerts are looked up in the
 /// record before they are rendered (rendering them costs more than the round trip).
 const PEEK_SHARED_FROM_ALERTS: usize = 100;
+/// Why notifications are collected, for the storm log.
+const AT_RESERVE: &str = "recipients at the reserve of their budget";
 /// How long a digest waits for budget before looking again.
 const DIGEST_BUDGET_POLL: Duration = Duration::from_secs(2);
 /// How long a digest WeCom could not take waits before the next attempt.
@@ -81,7 +83,8 @@ pub struct Outgoing<'r> {
     /// The alerts' digest; `None` when the record of accepted messages is off
     /// (`wecom.dedup_window: 0s`), and then nothing is looked up or recorded.
     pub alerts: Option<AlertsDigest>,
-    /// How a digest would count it; `None` when digests are off.
+    /// How a digest would count it; `None` when digests are off, or the record of accepted
+    /// messages (`alerts`) is, without which nothing could answer a digested notification.
     pub storm: Option<StormProfile>,
     pub message: RenderedMessage,
 }
@@ -195,18 +198,12 @@ impl Notifier {
         let target = self.target(route);
         let requests = self.requests(route, recipients, mentions, message);
         let mut report = RouteReport {
-            route: route.name.clone(),
-            target: route.target_name().to_string(),
-            msgtype: route.msgtype.as_str(),
-            alerts: message.total_alerts,
-            messages: requests.len(),
-            outcome: Outcome::Duplicate,
             cut: message.cut,
-            errcode: None,
-            error: None,
+            ..RouteReport::new(route, message.total_alerts, requests.len(), Outcome::Duplicate)
         };
-        // Digests need the record of accepted messages: it answers the retries.
-        let digestible = storm.as_ref().filter(|_| self.storm.digest && alerts.is_some());
+        // `storm` is there only when digests are on and the record (which answers the
+        // retries) is kept: see `Outgoing::storm`.
+        let digestible = storm.as_ref();
         let keep = match digestible {
             None => 0,
             Some(profile) if self.storm.is_never_digested(&profile.severity) => 1,
@@ -326,7 +323,7 @@ impl Notifier {
                 let why = if reason == "budget" {
                     error.as_str()
                 } else {
-                    "recipients at the reserve of their budget"
+                    AT_RESERVE
                 };
                 if let Some(line) = self
                     .storm_log
@@ -362,7 +359,7 @@ impl Notifier {
         let mut keys = Vec::with_capacity(claims.len());
         for (key, claim) in &claims {
             if self.store.ledger.pend(key, *claim, hold).await {
-                keys.push(digest::hex(key));
+                keys.push(key_hex(key));
             }
         }
         let audience = DigestAudience::of(outgoing.route, &outgoing.recipients, &outgoing.mentions);
@@ -395,7 +392,7 @@ impl Notifier {
 
     /// Answers a notification from the record alone, when a storm digest stands for it:
     /// still pending (503) or accepted (200), without rendering or sending anything. `None`:
-    /// it needs delivering.
+    /// it needs delivering. For notifications with digests on (the caller knows).
     pub async fn answer_from_record(
         &self,
         route: &RouteConfig,
@@ -406,7 +403,7 @@ impl Notifier {
         // Reading the record costs a round trip with a shared store: worth it only where
         // rendering costs more (a big group); small ones render and find their requests
         // pending when they claim them.
-        if !self.storm.digest || (self.store.is_shared() && count < PEEK_SHARED_FROM_ALERTS) {
+        if self.store.is_shared() && count < PEEK_SHARED_FROM_ALERTS {
             return None;
         }
         let key = notification_key(group_key, &route.name, alerts);
@@ -431,12 +428,10 @@ impl Notifier {
                 "route {}: notification pending in a storm digest; answered without rendering",
                 route.name
             );
-            if let Some(line) = self.storm_log.held(
-                &route.name,
-                false,
-                "recipients at the reserve of their budget",
-                self.storm.interval,
-            ) {
+            if let Some(line) = self
+                .storm_log
+                .held(&route.name, false, AT_RESERVE, self.storm.interval)
+            {
                 warn!("{line}");
             }
         } else {
@@ -446,15 +441,8 @@ impl Notifier {
             );
         }
         Some(RouteReport {
-            route: route.name.clone(),
-            target: route.target_name().to_string(),
-            msgtype: route.msgtype.as_str(),
-            alerts: count,
-            messages: 0,
-            outcome,
-            cut: false,
-            errcode: None,
             error,
+            ..RouteReport::new(route, count, 0, outcome)
         })
     }
 
@@ -471,7 +459,7 @@ impl Notifier {
         keys: &[DeliveryKey],
     ) -> DigestOutcome {
         let target = self.target(route);
-        let requests = self.requests(route, &audience.recipients(), &audience.mentions(), message);
+        let requests = self.requests(route, &audience.recipients, &audience.mentions, message);
         let deadline = Instant::now() + self.settings.delivery_deadline;
         let mut failure = None;
         for request in &requests {
@@ -504,9 +492,7 @@ impl Notifier {
                 DigestOutcome::PutBack(failure)
             }
             Some(failure) => {
-                for key in keys {
-                    self.store.ledger.unpend(key).await;
-                }
+                self.drop_digest(keys).await;
                 DigestOutcome::Dropped(failure)
             }
         }
@@ -588,15 +574,8 @@ impl Notifier {
         warn!("{error}");
         self.count(route, Outcome::FailedPermanent);
         RouteReport {
-            route: route.name.clone(),
-            target: route.target_name().to_string(),
-            msgtype: route.msgtype.as_str(),
-            alerts,
-            messages: 0,
-            outcome: Outcome::FailedPermanent,
-            cut: false,
-            errcode: None,
             error: Some(error),
+            ..RouteReport::new(route, alerts, 0, Outcome::FailedPermanent)
         }
     }
 

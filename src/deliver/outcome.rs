@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::error::{ErrorClass, WeComError};
 use super::token::TokenError;
+use crate::config::RouteConfig;
 
 /// How one route's notification ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,6 +66,24 @@ pub struct RouteReport {
     pub errcode: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl RouteReport {
+    /// The report of `route`'s notification of `alerts` alerts in `messages` requests, with
+    /// no error yet.
+    pub fn new(route: &RouteConfig, alerts: usize, messages: usize, outcome: Outcome) -> RouteReport {
+        RouteReport {
+            route: route.name.clone(),
+            target: route.target_name().to_string(),
+            msgtype: route.msgtype.as_str(),
+            alerts,
+            messages,
+            outcome,
+            cut: false,
+            errcode: None,
+            error: None,
+        }
+    }
 }
 
 /// Why a message was not accepted.

@@ -10,6 +10,7 @@ use super::target::{
 };
 use crate::config::{Mentions, MsgType, RobotConfig, TargetKind};
 use crate::render::{ContentLimits, MessageContent};
+use crate::state::Charge;
 
 /// Robot contents: markdown and markdown_v2 take twice an app's (docs/wecom-api.md#group-robots).
 const LIMITS: ContentLimits = ContentLimits {
@@ -68,7 +69,7 @@ impl Target for RobotTarget {
     fn requests(&self, part: &MessageContent, audience: Audience<'_>) -> Vec<Request> {
         vec![Request {
             body: robot_body(part, audience.mentions),
-            charge: Request::single_key_charge(&self.robot.name),
+            charge: Charge::one_key(&self.robot.name),
             identity: audience.mentions.users.join(","),
         }]
     }

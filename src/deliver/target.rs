@@ -38,17 +38,6 @@ pub struct Request {
     pub identity: String,
 }
 
-impl Request {
-    /// A request counted against one key, alone (a robot, a chat).
-    pub fn single_key_charge(key: &str) -> Charge {
-        Charge {
-            book: vec![key.to_string()],
-            checks: vec![vec![key.to_string()]],
-            ..Charge::default()
-        }
-    }
-}
-
 /// The rate budget a target's messages count against.
 #[derive(Debug, Clone)]
 pub struct Budget {

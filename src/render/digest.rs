@@ -55,18 +55,20 @@ fn more_alertnames(omitted: usize) -> String {
 }
 
 impl Renderer {
-    /// Renders the route's digest template for `summary` and fits it into one message:
-    /// alertnames that do not fit are counted at the end.
+    /// Renders `template` (the route's `digest_template`, or the built-in one for its
+    /// msgtype) for `summary` and fits it into one message: alertnames that do not fit are
+    /// counted at the end.
     pub fn render_digest(
         &self,
         route: &RouteConfig,
+        template: &str,
         summary: &DigestSummary,
         mentions: &[String],
         limits: &ContentLimits,
     ) -> Result<RenderedMessage, RenderError> {
         let error = |message: String| RenderError {
             route: route.name.clone(),
-            template: route.digest_template.clone(),
+            template: template.to_string(),
             message,
         };
         let registry = self.registry(route.msgtype);
@@ -79,7 +81,7 @@ impl Renderer {
             data["alertnames"] = serde_json::json!(&summary.alertnames[..shown.min(total)]);
             data["omittedAlertnames"] = Value::from(total - shown.min(total));
             registry
-                .render(&route.digest_template, &data)
+                .render(template, &data)
                 .map(|text| text.trim().to_string())
                 .map_err(|e| error(e.to_string()))
         };

@@ -130,7 +130,13 @@ impl Renderer {
                 self.render(route, sample, &alerts, &[], &limits)?;
             }
             self.render(route, &samples[0], &mixed, &["alice".to_string()], &limits)?;
-            self.render_digest(route, &digest::sample_summary(), &[], &limits)?;
+            self.render_digest(
+                route,
+                &route.digest_template,
+                &digest::sample_summary(),
+                &[],
+                &limits,
+            )?;
         }
         Ok(())
     }

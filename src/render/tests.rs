@@ -201,7 +201,13 @@ fn safe_url_keeps_links_inside_their_markup() {
 fn the_documented_digest_is_what_the_builtin_markdown_digest_renders() {
     let (config, renderer) = setup("markdown");
     let message = renderer
-        .render_digest(&config.routes[0], &digest::sample_summary(), &[], &APP)
+        .render_digest(
+            &config.routes[0],
+            &config.routes[0].digest_template,
+            &digest::sample_summary(),
+            &[],
+            &APP,
+        )
         .unwrap();
     let text = text_of(&message);
     let docs = include_str!("../../docs/storms.md");
@@ -234,7 +240,13 @@ fn every_msgtype_has_a_builtin_digest_that_fits_in_one_message() {
             })
             .collect();
         let message = renderer
-            .render_digest(&config.routes[0], &summary, &[], &APP)
+            .render_digest(
+                &config.routes[0],
+                &config.routes[0].digest_template,
+                &summary,
+                &[],
+                &APP,
+            )
             .unwrap_or_else(|e| panic!("{msgtype}: {e}"));
         assert_eq!(message.parts.len(), 1, "{msgtype}");
         assert!(message.cut, "{msgtype}: 500 alertnames do not fit");
@@ -254,7 +266,13 @@ fn a_broken_digest_template_names_route_and_template() {
     let (mut config, renderer) = setup("markdown");
     config.routes[0].digest_template = "markdown".into();
     let error = renderer
-        .render_digest(&config.routes[0], &digest::sample_summary(), &[], &APP)
+        .render_digest(
+            &config.routes[0],
+            &config.routes[0].digest_template,
+            &digest::sample_summary(),
+            &[],
+            &APP,
+        )
         .unwrap_err();
     assert_eq!(error.template, "markdown");
     assert_eq!(error.route, "all");

@@ -5,9 +5,10 @@
 use log::{info, warn};
 
 use super::Service;
+use crate::config::RouteConfig;
 use crate::deliver::digest::{summarize, DigestAudience};
 use crate::deliver::DigestOutcome;
-use crate::render::RenderedMessage;
+use crate::render::{DigestSummary, RenderedMessage};
 use crate::state::DigestBatch;
 
 /// Digests taken per pass, so one pass stays short however many audiences a storm hits.
@@ -111,24 +112,23 @@ impl Service {
     /// custom one fails (a digest must go out); `None` if both fail.
     fn render_digest(
         &self,
-        route: &crate::config::RouteConfig,
+        route: &RouteConfig,
         audience: &DigestAudience,
-        summary: &crate::render::DigestSummary,
+        summary: &DigestSummary,
     ) -> Option<RenderedMessage> {
         let limits = self.notifier.limits(route);
-        let mentions = audience.mentions().users;
-        match self.renderer.render_digest(route, summary, &mentions, &limits) {
-            Ok(message) => Some(message),
-            Err(error) => {
-                let builtin = format!("digest/{}", route.msgtype.as_str());
+        let mentions = &audience.mentions.users;
+        let render = |template: &str| {
+            self.renderer
+                .render_digest(route, template, summary, mentions, &limits)
+        };
+        render(&route.digest_template)
+            .or_else(|error| {
+                let builtin = route.msgtype.builtin_digest_template();
                 warn!("{error}; using the built-in {builtin}");
-                let mut fallback = route.clone();
-                fallback.digest_template = builtin;
-                self.renderer
-                    .render_digest(&fallback, summary, &mentions, &limits)
-                    .map_err(|error| warn!("{error}"))
-                    .ok()
-            }
-        }
+                render(&builtin)
+            })
+            .map_err(|error| warn!("{error}"))
+            .ok()
     }
 }

@@ -7,6 +7,8 @@ mod notify;
 mod preview;
 pub mod runtime;
 
+use log::warn;
+
 use crate::config::{Config, ConfigError};
 use crate::deliver::{Clients, Notifier};
 use crate::metrics::Metrics;
@@ -82,6 +84,11 @@ impl Service {
         renderer
             .check_with_samples(&config.routes, |route| notifier.limits(route))
             .map_err(AssemblyError::Sample)?;
+        if config.storm.digest && config.wecom.dedup_window.is_zero() {
+            warn!(
+                "storm.digest is on but wecom.dedup_window is 0s: without the record of accepted messages nothing can answer a digested notification's retries, so notifications over WeCom's rate limits are held back (503) instead of digested; set dedup_window (e.g. 10m) or storm.digest: false"
+            );
+        }
         let router = Router::new(&config.routes)?;
         for route in &config.routes {
             metrics.messages_cut.with_label_values(&[&route.name]);

@@ -17,6 +17,28 @@ use super::Clock;
 /// A fingerprint of one message (see `deliver::identity`): 128 bits of a SHA-256.
 pub type DeliveryKey = [u8; 16];
 
+/// Lowercase hex of a delivery key, where it must be text (Redis keys, digest entries).
+pub fn key_hex(key: &DeliveryKey) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(2 * key.len());
+    for byte in key {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
+/// A delivery key back from [`key_hex`]; `None` for anything else.
+pub fn key_from_hex(text: &[u8]) -> Option<DeliveryKey> {
+    let mut key = [0; 16];
+    if text.len() != 2 * key.len() {
+        return None;
+    }
+    for (byte, pair) in key.iter_mut().zip(text.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(key)
+}
+
 /// Who may send a message now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {

@@ -20,7 +20,7 @@ use crate::config::StateSettings;
 use crate::metrics::Metrics;
 
 pub use digest::{DigestBatch, MemoryDigests, PendingDigests};
-pub use ledger::{Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger, Recorded};
+pub use ledger::{key_from_hex, key_hex, Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger, Recorded};
 pub use rate_budget::{Charge, MemoryRateBudgets, RateBudgets, RateLimits, Reservation};
 
 /// The delivery state one process uses, chosen when it starts and kept across reloads.

@@ -86,6 +86,17 @@ pub struct Charge {
     pub in_flight: Duration,
 }
 
+impl Charge {
+    /// One key booked and checked alone (a robot, an app's chats).
+    pub fn one_key(key: &str) -> Charge {
+        Charge {
+            book: vec![key.to_string()],
+            checks: vec![vec![key.to_string()]],
+            ..Charge::default()
+        }
+    }
+}
+
 /// A charge's keys, each once, with its checks and bookings as positions in that list (a
 /// key named twice in a group or in `book` counts, and is booked, once). Empty groups
 /// check nothing.

@@ -31,7 +31,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 
 use super::digest::{DigestBatch, MAX_ENTRIES_PER_DIGEST};
-use super::ledger::{Claim, ClaimId, DeliveryKey, Recorded};
+use super::ledger::{key_from_hex as unhex, key_hex as hex, Claim, ClaimId, DeliveryKey, Recorded};
 use super::millis;
 use super::rate_budget::{Plan, RateLimits};
 use crate::config::RedisSettings;
@@ -335,27 +335,6 @@ pub struct RedisStore {
     digest_put_back: Script,
     digest_due: Script,
     digest_oldest: Script,
-}
-
-/// Lowercase hex of a delivery key.
-fn hex(key: &DeliveryKey) -> String {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(2 * key.len());
-    for byte in key {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
-}
-
-fn unhex(text: &[u8]) -> Option<DeliveryKey> {
-    let mut key = [0; 16];
-    if text.len() != 2 * key.len() {
-        return None;
-    }
-    for (byte, pair) in key.iter_mut().zip(text.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(key)
 }
 
 impl RedisStore {

@@ -464,3 +464,71 @@ async fn attempts_wecom_may_have_counted_are_booked_even_when_the_message_failed
     .await;
     assert_eq!(app.wecom.silently_dropped(), 0);
 }
+
+#[tokio::test]
+async fn digests_without_the_record_of_accepted_messages_say_they_hold_back_instead() {
+    let app = spawn(TestConfig {
+        wecom_extra: "  dedup_window: 0s\n".into(),
+        ..to("{users: [alice]}")
+    })
+    .await;
+    assert!(
+        captured_logs().contains("storm.digest is on but wecom.dedup_window is 0s"),
+        "the start-up says why there will be no digests"
+    );
+    let groups: Vec<String> = (0..31).map(|i| group(i, "warning", "firing")).collect();
+    let answers = post_all(&app, &groups).await;
+    // Held back, not collected: nothing could answer a digested group's retries.
+    assert!(answers[..30].iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(answers[30], (503, "failed_transient".to_string()), "{answers:?}");
+    assert_eq!(app.wecom.silently_dropped(), 0);
+}
+
+#[tokio::test]
+async fn a_digest_whose_route_a_reload_removed_leaves_its_notifications_to_the_new_routes() {
+    let wecom = start_fake_wecom().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    let write = |route: &str| {
+        let config = TestConfig {
+            top_extra: "storm: {interval: 2s, hold: 1m}\nserver: {reload_interval: 0s}\n".into(),
+            ..TestConfig::routes(&format!(
+                "routes:\n  - {{name: {route}, app: ops, msgtype: markdown, to: {{users: [alice]}}}}\n"
+            ))
+        };
+        std::fs::write(&path, config_yaml(&config, &wecom.base_url())).unwrap();
+    };
+    write("before");
+    let app = spawn_from(
+        alertmanager_wecom::service::ConfigSource::File(path.clone()),
+        wecom.clone(),
+    )
+    .await;
+    let groups: Vec<String> = (0..28).map(|i| group(i, "warning", "firing")).collect();
+    assert_eq!(post_all(&app, &groups).await[27].0, 503);
+
+    // The route is renamed before its digest is due: the digest cannot be sent any more.
+    write("after");
+    let response = app
+        .http
+        .post(format!("{}/-/reload", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    until("the digest dropped", Duration::from_secs(10), || {
+        captured_logs()
+            .contains("its route is no longer configured")
+            .then_some(())
+    })
+    .await;
+    // Alertmanager's retry is delivered anew, through the new route (collected again).
+    let (status, report) = app.post(&groups[27]).await;
+    assert_eq!((status, outcome(&report)), (503, "digested"), "{report}");
+    assert_eq!(report["routes"][0]["route"], "after");
+    until("the new route's digest", Duration::from_secs(10), || {
+        (digests(&app.wecom.member_messages("alice")).len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(app.wecom.silently_dropped(), 0);
+}
