@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod http;
+pub mod interact;
 pub mod metrics;
 pub mod model;
 pub mod render;
