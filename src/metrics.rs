@@ -39,6 +39,12 @@ pub struct Metrics {
     pub storm_represented: IntCounterVec,
     /// Seconds the oldest notification pending in a digest has waited.
     pub storm_oldest_pending: Gauge,
+    /// WeCom callbacks (clicks on cards), by app, event and outcome.
+    pub callbacks: IntCounterVec,
+    /// Silences created from WeCom cards, by route.
+    pub silences_created: IntCounterVec,
+    /// Cards updated in place, by route and reason.
+    pub cards_updated: IntCounterVec,
     /// 1 while the configured shared state store is unreachable and local state is used.
     pub state_degraded: IntGauge,
     pub state_backend: IntGaugeVec,
@@ -121,6 +127,21 @@ impl Metrics {
             "storm_represented_total",
             "Notifications represented by storm digests WeCom accepted, by route.",
             &["route"],
+        );
+        let callbacks = counter(
+            "callbacks_total",
+            "Callbacks WeCom posted to /wecom/callback/APP, by app, event (verify: the URL check; template_card_event: a click; other) and outcome (acted, duplicate, refused_signature, refused_stale, refused_malformed, not_allowed, unknown_task, failed, ignored).",
+            &["app", "event", "outcome"],
+        );
+        let silences_created = counter(
+            "silences_created_total",
+            "Silences created in Alertmanager from a card's silence button, by route.",
+            &["route"],
+        );
+        let cards_updated = counter(
+            "cards_updated_total",
+            "Cards updated in place through message/update_template_card, by route and reason (acknowledged, silenced, silence_failed, resolved), or whose update WeCom refused (refused: a new message went out instead).",
+            &["route", "reason"],
         );
         let storm_oldest_pending = Gauge::with_opts(Opts::new(
             "storm_oldest_pending_seconds",
@@ -231,6 +252,9 @@ impl Metrics {
             storm_digests,
             storm_represented,
             storm_oldest_pending,
+            callbacks,
+            silences_created,
+            cards_updated,
             state_degraded,
             state_backend,
         }

@@ -28,6 +28,63 @@ pub struct ConfigFile {
     pub state: StateSection,
     #[serde(default)]
     pub storm: StormSection,
+    /// Where silence buttons create silences (docs/interactive-cards.md).
+    #[serde(default)]
+    pub alertmanager: AlertmanagerSection,
+}
+
+/// The Alertmanager API that silence buttons call.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerSection {
+    /// Default: each card's `externalURL` (what Alertmanager says it is reachable at).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthSection>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// An app's callback URL settings (接收消息 / API接收 in WeCom's admin console).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackSection {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    #[serde(default)]
+    pub encoding_aes_key: Option<String>,
+    #[serde(default)]
+    pub encoding_aes_key_file: Option<String>,
+    /// How far a callback's timestamp may be from our clock (replays older are refused).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+/// A `template_card` route's buttons.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonsSection {
+    #[serde(default = "default_true")]
+    pub acknowledge: bool,
+    /// One silence button per duration.
+    #[serde(default = "default_silences")]
+    pub silence: Vec<humantime_serde::Serde<Duration>>,
+    /// Who may click (default: the card's recipients).
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+}
+
+fn default_silences() -> Vec<humantime_serde::Serde<Duration>> {
+    [1, 4, 24]
+        .map(|hours| Duration::from_secs(hours * 3600).into())
+        .to_vec()
 }
 
 /// How storms are handled (docs/storms.md).
@@ -230,6 +287,9 @@ pub struct AppSection {
     /// Count parties and tags per member, read from WeCom's directory (needs read access).
     #[serde(default)]
     pub directory: bool,
+    /// The app's callback URL settings, for cards with buttons.
+    #[serde(default)]
+    pub callback: Option<CallbackSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +332,9 @@ pub struct RouteSection {
     /// Robot routes: who to @-mention.
     #[serde(default)]
     pub mention: Option<MentionSection>,
+    /// `template_card` app routes: acknowledge and silence buttons on firing cards.
+    #[serde(default)]
+    pub buttons: Option<ButtonsSection>,
 }
 
 #[derive(Debug, Deserialize)]

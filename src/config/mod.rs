@@ -2,6 +2,7 @@
 //! service relies on without re-checking. Imports only the data model (for matchers).
 
 mod file;
+mod interactive;
 mod route;
 mod storm;
 mod target;
@@ -18,6 +19,7 @@ use crate::model::matcher::Matcher;
 use crate::secret::Secret;
 
 pub use file::{DEFAULT_API_URL, DEFAULT_LISTEN};
+pub use interactive::{AlertmanagerSettings, ButtonSettings, CallbackSettings, MAX_BUTTONS};
 pub use storm::{RateLimit, StormSettings};
 pub use target::{check_chat_id, MsgType, RobotConfig, Target, TargetKind};
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub templates: TemplateSettings,
     pub state: StateSettings,
     pub storm: StormSettings,
+    /// The API silence buttons call.
+    pub alertmanager: AlertmanagerSettings,
 }
 
 /// Where delivery state lives (chosen at start-up; a reload does not move it).
@@ -123,6 +127,8 @@ pub struct AppConfig {
     pub rate_limit: RateLimit,
     /// Parties and tags are counted per member, read from WeCom's directory.
     pub directory: bool,
+    /// Where WeCom posts clicks on this app's cards; needed for cards with buttons.
+    pub callback: Option<CallbackSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +154,8 @@ pub struct RouteConfig {
     pub fallback_to: Option<Recipients>,
     /// Robot routes: userids (templates allowed) and mobile numbers to @-mention.
     pub mention: Mentions,
+    /// `template_card` app routes: buttons on firing cards (docs/interactive-cards.md).
+    pub buttons: Option<ButtonSettings>,
 }
 
 impl RouteConfig {
@@ -318,10 +326,16 @@ impl Config {
             }
             let secret = resolve_secret(app.secret, app.secret_file, base_dir)
                 .map_err(|(field, message)| invalid(&key(field), message))?;
+            let callback = app
+                .callback
+                .map(|raw| interactive::validate_callback(raw, &|field| key(&format!("callback.{field}")), base_dir))
+                .transpose()
+                .map_err(|(key, message)| invalid(&key, message))?;
             let rate_limit =
                 storm::validate_rate_limit(app.rate_limit, RateLimit::APP_MEMBER, &key("rate_limit"))
                     .map_err(|(key, message)| invalid(&key, message))?;
             apps.push(AppConfig {
+                callback,
                 rate_limit,
                 directory: app.directory,
                 name: app.name,
@@ -346,8 +360,14 @@ impl Config {
             return Err(invalid("templates.max_messages", "must be at least 1".into()));
         }
         let robot_names: HashSet<String> = robots.iter().map(|r| r.name.clone()).collect();
+        let callback_apps: HashSet<String> = apps
+            .iter()
+            .filter(|app| app.callback.is_some())
+            .map(|app| app.name.clone())
+            .collect();
         let context = route::Context {
             app_names: &app_names,
+            callback_apps: &callback_apps,
             robot_names: &robot_names,
             max_messages: raw.templates.max_messages,
         };
@@ -383,7 +403,11 @@ impl Config {
         let storm = storm::validate_storm(raw.storm, smallest_per_minute)
             .map_err(|(key, message)| invalid(&key, message))?;
 
+        let alertmanager = interactive::validate_alertmanager(raw.alertmanager, base_dir)
+            .map_err(|(key, message)| invalid(&key, message))?;
+
         Ok(Config {
+            alertmanager,
             source: source.to_string(),
             state,
             storm,

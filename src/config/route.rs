@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::file::{RecipientsSection, RouteSection};
+use super::interactive::validate_buttons;
 use super::target::check_chat_id;
 use super::{clean_ids, sorted_names, Mentions, MsgType, Recipients, RouteConfig, Target, TargetKind};
 use crate::model::matcher::parse_matchers;
@@ -10,11 +11,16 @@ use crate::model::matcher::parse_matchers;
 /// What route validation needs from the rest of the file.
 pub struct Context<'a> {
     pub app_names: &'a HashSet<String>,
+    /// Apps with a callback URL: only they may send cards with buttons.
+    pub callback_apps: &'a HashSet<String>,
     pub robot_names: &'a HashSet<String>,
     pub max_messages: usize,
 }
 
 type Invalid = (String, String);
+
+/// The built-in template of routes with buttons.
+pub const BUTTONS_TEMPLATE: &str = "button_interaction";
 
 pub fn validate_routes(raw: Vec<RouteSection>, context: &Context) -> Result<Vec<RouteConfig>, Invalid> {
     let mut routes = Vec::with_capacity(raw.len());
@@ -185,12 +191,42 @@ fn validate_route(
         ));
     }
 
+    let buttons = match route.buttons {
+        None => None,
+        Some(raw) => {
+            let app = match &target {
+                Target::App { app } if msgtype == MsgType::TemplateCard => app,
+                _ => {
+                    return Err((
+                        key("buttons"),
+                        "buttons are for `msgtype: template_card` routes to an app's recipients (WeCom calls the app back on a click; chats and robots cannot)".into(),
+                    ))
+                }
+            };
+            if !context.callback_apps.contains(app) {
+                return Err((
+                    key("buttons"),
+                    format!(
+                        "app {app:?} has no `callback:`; WeCom refuses cards with buttons from an app without a callback URL (docs/interactive-cards.md)"
+                    ),
+                ));
+            }
+            Some(validate_buttons(raw, &|field| key(&format!("buttons.{field}")))?)
+        }
+    };
+    let default_template = if buttons.is_some() {
+        BUTTONS_TEMPLATE.to_string()
+    } else {
+        msgtype.as_str().to_string()
+    };
+
     let max_messages = route.max_messages.unwrap_or(context.max_messages);
     if max_messages == 0 {
         return Err((key("max_messages"), "must be at least 1".into()));
     }
     Ok(RouteConfig {
-        template: route.template.unwrap_or_else(|| msgtype.as_str().to_string()),
+        template: route.template.unwrap_or(default_template),
+        buttons,
         digest_template: route
             .digest_template
             .unwrap_or_else(|| msgtype.builtin_digest_template()),

@@ -464,3 +464,84 @@ storm: {reserve: 2, interval: 30s, never_digest: [], hold: 10m}
         assert!(message.contains(expected), "{yaml}\n→ {message}");
     }
 }
+
+/// An app with a callback and a route with buttons (the console's example key).
+const INTERACTIVE: &str = r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1000002,
+        callback: {token: Tok3n, encoding_aes_key: 6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt}}]
+routes: [{name: oncall, app: ops, msgtype: template_card, to: {users: [alice]}, buttons: {}}]
+"#;
+
+#[test]
+fn buttons_default_to_acknowledge_and_three_silences_with_the_interactive_template() {
+    let config = load(INTERACTIVE).unwrap();
+    let route = &config.routes[0];
+    let buttons = route.buttons.as_ref().unwrap();
+    assert!(buttons.acknowledge);
+    assert_eq!(
+        buttons.silence,
+        [1, 4, 24].map(|h| Duration::from_secs(h * 3600)).to_vec()
+    );
+    assert!(buttons.allowed_users.is_empty());
+    assert_eq!(route.template, "button_interaction");
+    let callback = config.apps[0].callback.as_ref().unwrap();
+    assert_eq!(callback.max_age, Duration::from_secs(300));
+    assert!(config.alertmanager.url.is_none(), "defaults to each card's externalURL");
+}
+
+#[test]
+fn buttons_need_a_template_card_route_of_an_app_with_a_callback() {
+    let text = INTERACTIVE.replace("msgtype: template_card", "msgtype: markdown");
+    assert!(error(&text).contains("routes[0].buttons: buttons are for `msgtype: template_card`"));
+    let chat = INTERACTIVE.replace("to: {users: [alice]}", "chat: wrkOps1");
+    assert!(error(&chat).contains("routes[0].buttons"), "{}", error(&chat));
+    let no_callback = INTERACTIVE.replace(
+        "callback: {token: Tok3n, encoding_aes_key: 6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt}",
+        "secret: s",
+    );
+    let message = error(&no_callback);
+    assert!(message.contains("app \"ops\" has no `callback:`"), "{message}");
+}
+
+#[test]
+fn button_lists_are_checked_against_wecoms_limits() {
+    let many = INTERACTIVE.replace("buttons: {}", "buttons: {silence: [1h, 2h, 3h, 4h, 5h, 6h]}");
+    assert!(error(&many).contains("at most 6 buttons"), "{}", error(&many));
+    let none = INTERACTIVE.replace("buttons: {}", "buttons: {acknowledge: false, silence: []}");
+    assert!(error(&none).contains("no buttons"));
+    let short = INTERACTIVE.replace("buttons: {}", "buttons: {silence: [10s]}");
+    assert!(error(&short).contains("routes[0].buttons.silence[0]: must be between 1m and 30d"));
+    let twice = INTERACTIVE.replace("buttons: {}", "buttons: {silence: [1h, 60m]}");
+    assert!(error(&twice).contains("silence[1]: is given twice"));
+}
+
+#[test]
+fn callback_keys_are_checked_without_printing_them() {
+    let short = INTERACTIVE.replace("6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt", "abc");
+    let message = error(&short);
+    assert!(message.contains("apps[0].callback.encoding_aes_key: must be the console's EncodingAESKey"));
+    assert!(!message.contains("abc"), "{message}");
+    let missing = INTERACTIVE.replace("token: Tok3n, ", "");
+    assert!(error(&missing).contains("apps[0].callback.token: is required"));
+    let bad_token = INTERACTIVE.replace("Tok3n", "'with space'");
+    let message = error(&bad_token);
+    assert!(message.contains("callback.token: must be the console's Token"));
+    assert!(!message.contains("with space"));
+}
+
+#[test]
+fn alertmanager_credentials_go_only_to_a_configured_url() {
+    let no_url = format!("alertmanager: {{bearer_token: t0k}}\n{INTERACTIVE}");
+    assert!(error(&no_url).contains("alertmanager.url: is required with credentials"));
+    let config = load(&format!(
+        "alertmanager: {{url: 'http://am.example:9093', bearer_token: t0k, timeout: 2s}}\n{INTERACTIVE}"
+    ))
+    .unwrap();
+    assert_eq!(config.alertmanager.url.as_deref(), Some("http://am.example:9093/"));
+    assert_eq!(config.alertmanager.timeout, Duration::from_secs(2));
+    assert!(!format!("{:?}", config.alertmanager).contains("t0k"));
+    let both = format!(
+        "alertmanager: {{url: 'http://am', bearer_token: t, basic_auth: {{username: u, password: p}}}}\n{INTERACTIVE}"
+    );
+    assert!(error(&both).contains("not both"));
+}

@@ -25,6 +25,9 @@ pub struct SendReceipt {
     pub invalid_parties: Vec<String>,
     pub invalid_tags: Vec<String>,
     pub unlicensed_users: Vec<String>,
+    /// For interactive cards: the code `message/update_template_card` takes, once, within
+    /// 72 hours.
+    pub response_code: Option<String>,
 }
 
 /// The kinds of recipient WeCom reports as not delivered to (a metric label).
@@ -63,6 +66,25 @@ impl SendReceipt {
             (RecipientKind::Tag, &self.invalid_tags),
             (RecipientKind::UnlicensedUser, &self.unlicensed_users),
         ]
+    }
+}
+
+/// The receipt in a `message/send` or `update_template_card` reply.
+fn receipt(reply: Reply) -> SendReceipt {
+    let list = |value: Option<String>| -> Vec<String> {
+        value
+            .unwrap_or_default()
+            .split('|')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    SendReceipt {
+        invalid_users: list(reply.invaliduser),
+        invalid_parties: list(reply.invalidparty),
+        invalid_tags: list(reply.invalidtag),
+        unlicensed_users: list(reply.unlicenseduser),
+        response_code: reply.response_code.filter(|code| !code.is_empty()),
     }
 }
 
@@ -129,6 +151,8 @@ struct Reply {
     invalidtag: Option<String>,
     #[serde(default)]
     unlicenseduser: Option<String>,
+    #[serde(default)]
+    response_code: Option<String>,
     /// The whole reply, for the calls whose answer is more than a verdict.
     #[serde(skip)]
     whole: Value,
@@ -195,20 +219,22 @@ impl WeComApi {
         let reply = self
             .post(Endpoint::MessageSend, url, ("access_token", token), body, timeout)
             .await?;
-        let list = |value: Option<String>| -> Vec<String> {
-            value
-                .unwrap_or_default()
-                .split('|')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        };
-        Ok(SendReceipt {
-            invalid_users: list(reply.invaliduser),
-            invalid_parties: list(reply.invalidparty),
-            invalid_tags: list(reply.invalidtag),
-            unlicensed_users: list(reply.unlicenseduser),
-        })
+        Ok(receipt(reply))
+    }
+
+    /// `POST message/update_template_card?access_token=…`: changes a sent interactive card
+    /// for the recipients the body names, with a `response_code` WeCom accepts once.
+    pub async fn update_template_card(
+        &self,
+        url: &MethodUrl,
+        token: &Secret,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<SendReceipt, WeComError> {
+        let reply = self
+            .post(Endpoint::UpdateTemplateCard, url, ("access_token", token), body, timeout)
+            .await?;
+        Ok(receipt(reply))
     }
 
     /// `POST webhook/send?key=…` (a group robot; the key is the credential).

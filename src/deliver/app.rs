@@ -40,6 +40,7 @@ pub struct AppTarget {
     app: AppConfig,
     api: WeComApi,
     send_url: MethodUrl,
+    update_url: MethodUrl,
     /// `None` in dry-run mode.
     tokens: Option<Arc<AccessTokenCache>>,
     budget: Budget,
@@ -54,6 +55,7 @@ impl AppTarget {
         let window = parts.settings.dedup_window.as_secs();
         AppTarget {
             send_url: MethodUrl::new(&app.api_url, "message/send"),
+            update_url: MethodUrl::new(&app.api_url, "message/update_template_card"),
             api: parts.clients.api.clone(),
             tokens: app_tokens(app, parts),
             budget: Budget {
@@ -202,6 +204,18 @@ impl Target for AppTarget {
         with_token(tokens, limit, |token| async move {
             self.api
                 .send_message(&self.send_url, &token, body, limit.timeout())
+                .await
+        })
+        .await
+    }
+
+    async fn update_card(&self, body: &Value, limit: CallLimit) -> Result<SendReceipt, CallFailure> {
+        let Some(tokens) = &self.tokens else {
+            return Err(dry_run_call(&self.app.name));
+        };
+        with_token(tokens, limit, |token| async move {
+            self.api
+                .update_template_card(&self.update_url, &token, body, limit.timeout())
                 .await
         })
         .await

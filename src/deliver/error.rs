@@ -8,6 +8,8 @@ use std::fmt;
 pub enum Endpoint {
     GetToken,
     MessageSend,
+    /// Updates a sent interactive card with a `response_code`.
+    UpdateTemplateCard,
     /// A group robot's webhook.
     RobotSend,
     /// App group chats.
@@ -22,9 +24,10 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::GetToken,
         Endpoint::MessageSend,
+        Endpoint::UpdateTemplateCard,
         Endpoint::RobotSend,
         Endpoint::AppchatSend,
         Endpoint::AppchatCreate,
@@ -39,6 +42,7 @@ impl Endpoint {
         match self {
             Endpoint::GetToken => "gettoken",
             Endpoint::MessageSend => "message/send",
+            Endpoint::UpdateTemplateCard => "message/update_template_card",
             Endpoint::RobotSend => "webhook/send",
             Endpoint::AppchatSend => "appchat/send",
             Endpoint::AppchatCreate => "appchat/create",

@@ -8,6 +8,7 @@ pub mod app;
 pub mod appchat;
 mod batch;
 mod booking;
+pub mod cards;
 pub mod clients;
 mod credentials;
 pub mod digest;
@@ -33,13 +34,14 @@ use crate::render::{ContentLimits, RenderedMessage};
 use crate::state::{key_hex, Charge, Claim, ClaimId, DeliveryKey, DeliveryStore, DigestBatch, Recorded};
 use api::SendReceipt;
 use booking::Bookings;
+pub use cards::{CardPlan, CardRecord, Cards};
 pub use clients::Clients;
 use digest::{DigestAudience, HeldNotification, StormLog, StormProfile};
 use identity::{delivery_key, notification_key, AlertsDigest};
 pub use outcome::{Outcome, RouteReport, SendFailure};
 use registry::build_targets;
 pub use target::Request;
-use target::{Audience, Parts, Target};
+use target::{Audience, Method, Parts, Target};
 
 /// How long past its delivery deadline a claim outlives a holder that died.
 const CLAIM_MARGIN: Duration = Duration::from_secs(2);
@@ -86,6 +88,8 @@ pub struct Outgoing<'r> {
     /// How a digest would count it; `None` when digests are off, or the record of accepted
     /// messages (`alerts`) is, without which nothing could answer a digested notification.
     pub storm: Option<StormProfile>,
+    /// For routes with buttons: what the card's record keeps (deliver::cards).
+    pub card: Option<CardPlan>,
     pub message: RenderedMessage,
 }
 
@@ -191,6 +195,7 @@ impl Notifier {
             mentions,
             alerts,
             storm,
+            card,
             message,
         } = outgoing;
         let started = Instant::now();
@@ -248,7 +253,14 @@ impl Notifier {
                 collect.push(claim);
                 continue;
             }
-            let sent = self.send(target, request, deadline, keep).await;
+            let sent = match card {
+                Some(plan) => {
+                    let key = claim.map(|(key, _)| key);
+                    self.send_card(target, outgoing, plan, group_key, (request, key.as_ref()), deadline, keep)
+                        .await
+                }
+                None => self.send(target, request, deadline, keep).await,
+            };
             match (&sent, claim) {
                 (Err(Unsent::OverBudget(_)), Some(claim)) if digestible.is_some() => {
                     collect.push(claim);
@@ -534,12 +546,30 @@ impl Notifier {
         deadline: Instant,
         keep: usize,
     ) -> Result<Option<SendReceipt>, Unsent> {
+        self.send_as(target, Method::Send, &request.body, request, deadline, keep)
+            .await
+    }
+
+    /// Books what `request` charges, leaving `keep` slots, and calls `method` with `body`;
+    /// `Ok(None)` in dry-run.
+    async fn send_as(
+        &self,
+        target: &dyn Target,
+        method: Method,
+        body: &serde_json::Value,
+        request: &Request,
+        deadline: Instant,
+        keep: usize,
+    ) -> Result<Option<SendReceipt>, Unsent> {
         if target.is_dry_run() {
+            let verb = match method {
+                Method::Send => "send",
+                Method::UpdateCard => "update a card with",
+            };
             info!(
-                "dry-run: {} {} would send: {}",
+                "dry-run: {} {} would {verb}: {body}",
                 target.kind().as_str(),
                 target.name(),
-                request.body
             );
             return Ok(None);
         }
@@ -556,7 +586,7 @@ impl Notifier {
                     .inc();
                 Unsent::OverBudget(SendFailure::rate_limited(over))
             })?;
-        match retry::send(target, &request.body, deadline, self.settings.timeout, &bookings).await {
+        match retry::send(target, method, body, deadline, self.settings.timeout, &bookings).await {
             Ok(receipt) => {
                 bookings.accepted().await;
                 Ok(Some(receipt))

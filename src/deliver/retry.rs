@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::api::SendReceipt;
 use super::outcome::SendFailure;
-use super::target::{CallFailure, CallLimit, Target};
+use super::target::{CallFailure, CallLimit, Method, Target};
 
 /// Asked before every attempt after the first. WeCom may have received, and counted
 /// against its rate limits, an attempt that failed without an answer (a timeout, a lost
@@ -20,10 +20,11 @@ pub trait AttemptBudget: Send + Sync {
     async fn another(&self, after: &SendFailure) -> Result<(), SendFailure>;
 }
 
-/// Sends `body` through `target` before `deadline`, each call at most `call_timeout`,
-/// asking `budget` before each retry.
+/// Sends `body` to `method` of `target` before `deadline`, each call at most
+/// `call_timeout`, asking `budget` before each retry.
 pub async fn send(
     target: &dyn Target,
+    method: Method,
     body: &Value,
     deadline: Instant,
     call_timeout: Duration,
@@ -37,7 +38,11 @@ pub async fn send(
     let mut credential_replaced = false;
     loop {
         let attempt = retry.attempt();
-        let failure = match target.call(body, limit).await {
+        let answer = match method {
+            Method::Send => target.call(body, limit).await,
+            Method::UpdateCard => target.update_card(body, limit).await,
+        };
+        let failure = match answer {
             Ok(receipt) => return Ok(receipt),
             Err(CallFailure::GiveUp(failure)) => return Err(failure),
             Err(CallFailure::CredentialRejected { stale, .. }) if !credential_replaced => {

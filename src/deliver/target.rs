@@ -56,6 +56,15 @@ pub fn rate_limits(limit: RateLimit, settings: &WeComSettings) -> RateLimits {
     }
 }
 
+/// Which WeCom method a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Sends a message (`message/send`, a robot's webhook, `appchat/send`).
+    Send,
+    /// Changes a sent interactive card (`message/update_template_card`).
+    UpdateCard,
+}
+
 /// Why one call failed, as the retry loop needs to know it.
 #[derive(Debug)]
 pub enum CallFailure {
@@ -108,6 +117,15 @@ pub trait Target: Send + Sync {
     fn over_budget(&self, over: &[String]) -> String;
     /// One attempt at sending `body`.
     async fn call(&self, body: &Value, limit: CallLimit) -> Result<SendReceipt, CallFailure>;
+    /// One attempt at updating a sent card with `body`; only app messages have cards that
+    /// can be updated.
+    async fn update_card(&self, _body: &Value, _limit: CallLimit) -> Result<SendReceipt, CallFailure> {
+        Err(CallFailure::GiveUp(SendFailure::Permanent {
+            reason: "unsupported",
+            errcode: None,
+            error: format!("{} {} has no cards to update", self.kind().as_str(), self.name()),
+        }))
+    }
     /// Forgets a credential WeCom rejected, so the next call fetches a fresh one.
     async fn drop_credential(&self, _stale: &Secret) {}
     /// Pre-initialises the metric series this target owns.

@@ -6,6 +6,7 @@ mod admin;
 pub mod admission;
 mod alerts;
 pub mod auth;
+mod callback;
 pub mod server;
 
 pub use server::{Application, Shutdown};

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::admin::{healthy, metrics, ready, reload, render_preview};
 use super::admission::Admission;
 use super::alerts::{prepare_metrics, receive_alerts};
+use super::callback;
 use crate::service::Runtime;
 
 /// A bound, not yet running server.
@@ -57,6 +58,12 @@ impl Application {
                 .route("/-/ready", web::get().to(ready))
                 .route("/-/reload", web::post().to(reload))
                 .route("/-/render", web::post().to(render_preview))
+                .service(
+                    web::resource("/wecom/callback/{app}")
+                        .app_data(web::PayloadConfig::new(callback::MAX_CALLBACK_BYTES))
+                        .route(web::get().to(callback::verify_url))
+                        .route(web::post().to(callback::receive)),
+                )
         })
         .workers(2)
         // Signals are ours: SIGTERM first turns /-/ready unready, SIGHUP reloads.

@@ -1,5 +1,6 @@
 //! Cards: `textcard` (title, HTML-ish description, link, button) and `template_card`
-//! (`text_notice`, whose JSON the template writes), both fitted to WeCom's limits.
+//! (`text_notice`, whose JSON the template writes, or `button_interaction` for routes with
+//! buttons), all fitted to WeCom's limits.
 
 use serde_json::{Map, Value};
 
@@ -7,6 +8,7 @@ use super::escape;
 use super::fit::{self, cut_to_fit, fit_alerts, Fitted};
 use super::message::MessageContent;
 use super::RenderError;
+use crate::config::ButtonSettings;
 use crate::model::Alert;
 
 /// Button text of textcards: "details", at most 4 characters.
@@ -111,6 +113,84 @@ const ROWS: usize = 6;
 const JUMPS: usize = 3;
 const JUMP_TITLE: usize = 13;
 
+/// Button text of acknowledge buttons ("claim"): WeCom suggests at most 10 characters.
+const ACKNOWLEDGE_TEXT: &str = "认领";
+/// Button styles (1–4 in WeCom's client: blue, grey, red, …): acknowledge stands out.
+const ACKNOWLEDGE_STYLE: u8 = 1;
+const SILENCE_STYLE: u8 = 2;
+
+/// At most this many alerts are silenced by one click, each by a silence of its own exact
+/// labels; a card standing for more firing alerts offers no silence buttons
+/// (docs/interactive-cards.md says why).
+pub const MAX_SILENCED_ALERTS: usize = 50;
+
+/// What a button of an interactive card does; its `key` is what WeCom calls back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ButtonAction {
+    Acknowledge,
+    Silence(std::time::Duration),
+}
+
+impl ButtonAction {
+    /// The button's key: `ack`, or `silence:` and the duration (`silence:4h`).
+    pub fn key(self) -> String {
+        match self {
+            ButtonAction::Acknowledge => "ack".into(),
+            ButtonAction::Silence(duration) => format!("silence:{}", humantime::format_duration(duration)),
+        }
+    }
+
+    /// The action of a key from [`ButtonAction::key`]; `None` for anything else.
+    pub fn parse(key: &str) -> Option<ButtonAction> {
+        match key.split_once(':') {
+            None if key == "ack" => Some(ButtonAction::Acknowledge),
+            Some(("silence", duration)) => humantime::parse_duration(duration).ok().map(ButtonAction::Silence),
+            _ => None,
+        }
+    }
+
+    pub fn text(self) -> String {
+        match self {
+            ButtonAction::Acknowledge => ACKNOWLEDGE_TEXT.into(),
+            ButtonAction::Silence(duration) => format!("静默 {}", humantime::format_duration(duration)),
+        }
+    }
+
+    /// The buttons a route's settings put on a card of `firing` firing alerts, in order:
+    /// no silence buttons on cards of more than [`MAX_SILENCED_ALERTS`].
+    pub fn of(buttons: &ButtonSettings, firing: usize) -> Vec<ButtonAction> {
+        let acknowledge = buttons.acknowledge.then_some(ButtonAction::Acknowledge);
+        let silences = buttons
+            .silence
+            .iter()
+            .filter(|_| firing <= MAX_SILENCED_ALERTS)
+            .map(|d| ButtonAction::Silence(*d));
+        acknowledge.into_iter().chain(silences).collect()
+    }
+
+    /// The card's `button_list` entry.
+    pub fn button(self) -> Value {
+        let style = match self {
+            ButtonAction::Acknowledge => ACKNOWLEDGE_STYLE,
+            ButtonAction::Silence(_) => SILENCE_STYLE,
+        };
+        serde_json::json!({ "text": self.text(), "style": style, "key": self.key() })
+    }
+}
+
+/// Turns a fitted `text_notice` card into a `button_interaction` card with `actions` as
+/// its buttons. WeCom's `task_id` is added when the card is sent (each recipient batch is
+/// a card of its own). `jump_list` is not part of this card type: links belong in
+/// `horizontal_content_list` rows of type 1.
+pub fn with_buttons(card: &mut Value, actions: &[ButtonAction]) {
+    if let Some(object) = card.as_object_mut() {
+        object.insert("card_type".into(), Value::from("button_interaction"));
+        object.remove("jump_list");
+        let buttons: Vec<Value> = actions.iter().map(|action| action.button()).collect();
+        object.insert("button_list".into(), Value::Array(buttons));
+    }
+}
+
 /// A `template_card` from template output, which must be the card's JSON object. Fields
 /// are cut to WeCom's limits; `card_action` defaults to `fallback_url`. Returns the card
 /// and whether anything was cut.
@@ -146,6 +226,18 @@ pub fn template_card(output: &str, fallback_url: Option<&str>) -> Result<(Value,
         for row in rows.iter_mut().filter_map(Value::as_object_mut) {
             cut |= fit_str(row, "keyname", KEYNAME);
             cut |= fit_str(row, "value", VALUE);
+            // A link row (type 1) without a usable link would make WeCom refuse the card:
+            // it becomes plain text.
+            if row.get("type").and_then(Value::as_i64) == Some(1) {
+                let usable = row
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .is_some_and(|url| is_http(url) && url.len() <= fit::TEXTCARD_URL_MAX_BYTES);
+                if !usable {
+                    row.remove("type");
+                    row.remove("url");
+                }
+            }
         }
     }
     if let Some(Value::Array(jumps)) = object.get_mut("jump_list") {

@@ -2,7 +2,7 @@
 //! limits. Built-in templates live in `templates/` and are embedded in the binary; files in
 //! `templates.dir` override them by name.
 
-mod card;
+pub mod card;
 mod context;
 pub mod digest;
 pub mod escape;
@@ -19,7 +19,7 @@ use handlebars::{DirectorySourceOptionsBuilder, Handlebars, Template};
 use rust_embed::RustEmbed;
 
 use crate::config::{MsgType, RouteConfig, TemplateSettings};
-use crate::model::{Alert, WebhookPayload};
+use crate::model::{Alert, AlertStatus, WebhookPayload};
 use context::MessageContext;
 pub use digest::{AlertnameCount, DigestSummary, SeverityCount};
 pub use fit::ContentLimits;
@@ -225,7 +225,15 @@ impl Renderer {
             MsgType::TemplateCard => {
                 let output = render(0..total)?;
                 let fallback = card::link(alerts, &payload.external_url);
-                let (card, cut) = card::template_card(&output, fallback.as_deref()).map_err(error)?;
+                let (mut card, cut) = card::template_card(&output, fallback.as_deref()).map_err(error)?;
+                // Buttons act on firing alerts; a resolved card has nothing left to act on.
+                if let Some(buttons) = &route.buttons {
+                    let firing = alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
+                    let actions = card::ButtonAction::of(buttons, firing);
+                    if firing > 0 && !actions.is_empty() {
+                        card::with_buttons(&mut card, &actions);
+                    }
+                }
                 Ok(RenderedMessage {
                     parts: vec![MessageContent::TemplateCard { card }],
                     shown_alerts: total,

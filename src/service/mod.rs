@@ -2,6 +2,7 @@
 //! used alike by the HTTP handler, the CLI and the tests. Replaced as a whole on reload; a
 //! request keeps the `Service` it started with until it is done.
 
+pub mod callback;
 mod digest;
 mod notify;
 mod preview;
@@ -18,6 +19,7 @@ use crate::route::Router;
 use crate::state::redis::StoreError;
 use crate::state::DeliveryStore;
 
+pub use callback::{CallbackQuery, CallbackRefusal, Callbacks};
 pub use notify::{Prepared, Report, Verdict};
 pub use preview::Preview;
 pub use runtime::{ConfigSource, Runtime};
@@ -36,6 +38,8 @@ pub enum AssemblyError {
     Recipients(#[from] RecipientTemplateError),
     #[error("state: {0}")]
     State(#[from] StoreError),
+    #[error("callback: {0}")]
+    Callback(String),
 }
 
 /// What outlives a configuration reload: metrics, WeCom clients and tokens, and the
@@ -65,6 +69,8 @@ pub struct Service {
     pub renderer: Renderer,
     pub notifier: Notifier,
     pub metrics: Metrics,
+    /// The callback side of apps with `callback:` (clicks on cards).
+    pub callbacks: Callbacks,
 }
 
 impl Service {
@@ -89,6 +95,7 @@ impl Service {
                 "storm.digest is on but wecom.dedup_window is 0s: without the record of accepted messages nothing can answer a digested notification's retries, so notifications over WeCom's rate limits are held back (503) instead of digested; set dedup_window (e.g. 10m) or storm.digest: false"
             );
         }
+        let callbacks = Callbacks::new(&config).map_err(|e| AssemblyError::Callback(e.to_string()))?;
         let router = Router::new(&config.routes)?;
         for route in &config.routes {
             metrics.messages_cut.with_label_values(&[&route.name]);
@@ -101,6 +108,27 @@ impl Service {
             }
             metrics.storm_digested.with_label_values(&[&route.name]);
             metrics.storm_represented.with_label_values(&[&route.name]);
+            if route.buttons.is_some() {
+                metrics.silences_created.with_label_values(&[&route.name]);
+                for reason in ["acknowledged", "silenced", "silence_failed", "resolved", "refused"] {
+                    metrics.cards_updated.with_label_values(&[&route.name, reason]);
+                }
+            }
+        }
+        for app in config.apps.iter().filter(|app| app.callback.is_some()) {
+            let series = [
+                ("verify", "acted"),
+                ("template_card_event", "acted"),
+                ("template_card_event", "duplicate"),
+                ("template_card_event", "not_allowed"),
+                ("template_card_event", "unknown_task"),
+                ("template_card_event", "failed"),
+                ("unknown", "refused_signature"),
+                ("unknown", "refused_stale"),
+            ];
+            for (event, outcome) in series {
+                metrics.callbacks.with_label_values(&[&app.name, event, outcome]);
+            }
         }
         Ok(Service {
             config,
@@ -108,6 +136,7 @@ impl Service {
             renderer,
             notifier,
             metrics,
+            callbacks,
         })
     }
 

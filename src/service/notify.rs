@@ -8,7 +8,7 @@ use log::{debug, warn};
 use super::Service;
 use crate::deliver::digest::StormProfile;
 use crate::deliver::identity::AlertsDigest;
-use crate::deliver::{Outcome, Outgoing, RouteReport};
+use crate::deliver::{CardPlan, Outcome, Outgoing, RouteReport};
 use crate::model::{AlertStatus, WebhookPayload};
 use crate::render::{RenderError, RenderedMessage};
 use crate::route::{Notification, RoutingPlan};
@@ -148,6 +148,10 @@ impl Service {
                     storm: digests.then(|| {
                         StormProfile::of(&notification.alerts, &payload.external_url, &self.config.storm)
                     }),
+                    card: route
+                        .buttons
+                        .as_ref()
+                        .map(|_| CardPlan::of(&notification.alerts, &payload.external_url)),
                     recipients: notification.recipients,
                     mentions: notification.mentions,
                     message,

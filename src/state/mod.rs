@@ -1,12 +1,14 @@
 //! Delivery state: what every sender of the same notifications must agree on — the record
 //! of messages WeCom accepted (and of those collected into a digest), the rate budgets
-//! counted against WeCom's limits, and the digests waiting to be sent.
+//! counted against WeCom's limits, the digests waiting to be sent, and what interactive
+//! cards need to be updated later.
 //!
 //! Behind async traits, so that a store shared by several replicas can stand in for the
 //! in-memory one without its callers knowing which they talk to. Keys and members are
 //! opaque strings and bytes here: what they mean is the deliver layer's business. This
 //! layer imports only the configuration (its settings) and the metrics (its gauges).
 
+pub mod cards;
 pub mod digest;
 pub mod ledger;
 pub mod rate_budget;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::config::StateSettings;
 use crate::metrics::Metrics;
 
+pub use cards::{CardStore, MemoryCards};
 pub use digest::{DigestBatch, MemoryDigests, PendingDigests};
 pub use ledger::{key_from_hex, key_hex, Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger, Recorded};
 pub use rate_budget::{Charge, MemoryRateBudgets, RateBudgets, RateLimits, Reservation};
@@ -29,6 +32,8 @@ pub struct DeliveryStore {
     pub ledger: Arc<dyn Ledger>,
     pub budgets: Arc<dyn RateBudgets>,
     pub digests: Arc<dyn PendingDigests>,
+    /// Interactive cards: what a click or a resolve needs to find and update its card.
+    pub cards: Arc<dyn CardStore>,
     /// The shared store, for its watcher.
     shared: Option<Arc<shared::SharedStore>>,
 }
@@ -53,6 +58,7 @@ impl DeliveryStore {
                     ledger: store.clone(),
                     budgets: store.clone(),
                     digests: store.clone(),
+                    cards: store.clone(),
                     shared: Some(store),
                 })
             }
@@ -65,6 +71,7 @@ impl DeliveryStore {
             ledger: Arc::new(MemoryLedger::new()),
             budgets: Arc::new(MemoryRateBudgets::new()),
             digests: Arc::new(MemoryDigests::new()),
+            cards: Arc::new(MemoryCards::new()),
             shared: None,
         }
     }

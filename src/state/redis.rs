@@ -20,6 +20,8 @@
 //!   A digest's keys live `hold` from its last add; the shared sets drop a digest's member
 //!   once its `expiry` is past (in `due` and `oldest_pending`, and when it is taken).
 //!
+//! - `Pcard:KEY` holds a value of the interactive cards' store (`cards`), with its TTL.
+//!
 //! The braces keep the keys one script touches in one Redis Cluster slot, as a multi-key
 //! script needs.
 
@@ -90,6 +92,21 @@ end
 "
     };
 }
+
+/// `put_new`: keep the first writer's value.
+const CARD_PUT_NEW: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
+/// `take`: one taker gets the value (GETDEL needs Redis 6.2; this works on any).
+const CARD_TAKE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then redis.call('DEL', KEYS[1]) end
+return held
+";
 
 const CLAIM: &str = r"
 local v = redis.call('GET', KEYS[1])
@@ -335,6 +352,8 @@ pub struct RedisStore {
     digest_put_back: Script,
     digest_due: Script,
     digest_oldest: Script,
+    card_put_new: Script,
+    card_take: Script,
 }
 
 impl RedisStore {
@@ -357,6 +376,8 @@ impl RedisStore {
             digest_put_back: Script::new(DIGEST_PUT_BACK),
             digest_due: Script::new(DIGEST_DUE),
             digest_oldest: Script::new(DIGEST_OLDEST),
+            card_put_new: Script::new(CARD_PUT_NEW),
+            card_take: Script::new(CARD_TAKE),
         })
     }
 
@@ -750,6 +771,41 @@ impl RedisStore {
             })
             .await?;
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
+    }
+
+    fn card_key(&self, key: &str) -> String {
+        format!("{}card:{key}", self.settings.key_prefix)
+    }
+
+    pub async fn card_put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let name = self.card_key(key);
+        let millis = millis(ttl, 1);
+        self.run(|mut c| async move { c.pset_ex(name, value, millis).await })
+            .await
+    }
+
+    pub async fn card_put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Vec<u8>, StoreError> {
+        let name = self.card_key(key);
+        self.run(|mut c| async move {
+            self.card_put_new
+                .key(name)
+                .arg(value)
+                .arg(millis(ttl, 1))
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub async fn card_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = self.card_key(key);
+        self.run(|mut c| async move { c.get(name).await }).await
+    }
+
+    pub async fn card_take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = self.card_key(key);
+        self.run(|mut c| async move { self.card_take.key(name).invoke_async(&mut c).await })
+            .await
     }
 }
 

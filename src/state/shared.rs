@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use log::{error, info};
 
+use super::cards::{CardStore, MemoryCards};
 use super::digest::{DigestBatch, MemoryDigests, PendingDigests};
 use super::ledger::{Claim, ClaimId, DeliveryKey, Ledger, MemoryLedger, Recorded};
 use super::rate_budget::{Charge, MemoryRateBudgets, Plan, RateBudgets, RateLimits, Reservation};
@@ -29,6 +30,7 @@ pub struct SharedStore {
     local_ledger: MemoryLedger,
     local_budgets: MemoryRateBudgets,
     local_digests: MemoryDigests,
+    local_cards: MemoryCards,
     degraded: AtomicBool,
     watching: AtomicBool,
     metrics: Metrics,
@@ -42,6 +44,7 @@ impl SharedStore {
             local_ledger: MemoryLedger::new(),
             local_budgets: MemoryRateBudgets::new(),
             local_digests: MemoryDigests::new(),
+            local_cards: MemoryCards::new(),
             degraded: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             metrics,
@@ -264,5 +267,40 @@ impl PendingDigests for SharedStore {
         let shared = self.on_redis(self.redis.oldest_pending_digest()).await.flatten();
         let local = self.local_digests.oldest_pending().await;
         shared.max(local)
+    }
+}
+
+/// Cards written while Redis answers are also kept locally, so a replica that loses Redis
+/// can still update the cards it sent itself.
+#[async_trait]
+impl CardStore for SharedStore {
+    async fn put(&self, key: &str, value: &[u8], ttl: Duration) {
+        self.local_cards.put(key, value, ttl).await;
+        self.on_redis(self.redis.card_put(key, value, ttl)).await;
+    }
+
+    async fn put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Vec<u8> {
+        match self.on_redis(self.redis.card_put_new(key, value, ttl)).await {
+            Some(held) => {
+                self.local_cards.put(key, &held, ttl).await;
+                held
+            }
+            None => self.local_cards.put_new(key, value, ttl).await,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.on_redis(self.redis.card_get(key)).await {
+            Some(value) => value,
+            None => self.local_cards.get(key).await,
+        }
+    }
+
+    async fn take(&self, key: &str) -> Option<Vec<u8>> {
+        let local = self.local_cards.take(key).await;
+        match self.on_redis(self.redis.card_take(key)).await {
+            Some(value) => value,
+            None => local,
+        }
     }
 }
