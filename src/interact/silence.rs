@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +122,7 @@ impl SilenceError {
             SilenceError::Unauthorized { .. } => "无权限",
             SilenceError::Refused { .. } => "Alertmanager 拒绝",
             SilenceError::Unavailable { .. } => "Alertmanager 不可用",
-            SilenceError::BadAnswer(_) => "Alertmanager 应答异常",
+            SilenceError::BadAnswer(_) => "Alertmanager 异常",
             SilenceError::InvalidUrl(_) => "地址配置错误",
         }
     }
@@ -376,15 +377,21 @@ impl AlertmanagerClient {
     /// Removes our credentials from text a server wrote, in case a proxy echoes a request
     /// header back.
     fn scrub(&self, text: &str) -> String {
-        let secret = match &self.auth {
+        let (secret, header) = match &self.auth {
             AlertmanagerAuth::None => return text.to_string(),
-            AlertmanagerAuth::Bearer(token) => token,
-            AlertmanagerAuth::Basic { password, .. } => password,
+            AlertmanagerAuth::Bearer(token) => (token, None),
+            AlertmanagerAuth::Basic { username, password } => {
+                let header = BASE64_STANDARD.encode(format!("{username}:{}", password.expose()));
+                (password, Some(header))
+            }
         };
-        if secret.is_empty() {
-            return text.to_string();
+        let mut text = text.to_string();
+        for credential in [Some(secret.expose()), header.as_deref()].into_iter().flatten() {
+            if !credential.is_empty() {
+                text = text.replace(credential, "<redacted>");
+            }
         }
-        text.replace(secret.expose(), "<redacted>")
+        text
     }
 }
 
@@ -534,5 +541,671 @@ impl From<GettableSilence> for Silence {
             starts_at: s.starts_at,
             ends_at: s.ends_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use chrono::TimeZone;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// One request as the stand-in Alertmanager received it.
+    #[derive(Debug, Clone)]
+    struct Received {
+        method: String,
+        target: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Received {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).expect("a JSON body")
+        }
+    }
+
+    /// A stand-in Alertmanager on a loopback port: answers every request the same way and
+    /// records what it received. Plain threads and sockets, so that what goes over the
+    /// wire is exactly what the test wrote.
+    struct Stub {
+        url: String,
+        received: Arc<Mutex<Vec<Received>>>,
+    }
+
+    impl Stub {
+        fn new(status: u16, body: &str) -> Stub {
+            Stub::with_headers(status, &[("Content-Type", "application/json")], body)
+        }
+
+        fn with_headers(status: u16, headers: &[(&str, &str)], body: &str) -> Stub {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            let mut answer = format!("HTTP/1.1 {status} Whatever\r\n");
+            for (name, value) in headers {
+                answer.push_str(&format!("{name}: {value}\r\n"));
+            }
+            answer.push_str(&format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ));
+            let received = Arc::new(Mutex::new(Vec::new()));
+            let record = received.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let mut stream = stream.unwrap();
+                    if let Some(request) = read_request(&mut stream) {
+                        record.lock().unwrap().push(request);
+                    }
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+            });
+            Stub { url, received }
+        }
+
+        fn only_request(&self) -> Received {
+            let received = self.received.lock().unwrap();
+            assert_eq!(received.len(), 1, "{received:?}");
+            received[0].clone()
+        }
+    }
+
+    fn read_request(stream: &mut TcpStream) -> Option<Received> {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap().split(' ');
+        let method = request_line.next().unwrap().to_string();
+        let target = request_line.next().unwrap().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = buf[head_end + 4..].to_vec();
+        while body.len() < length {
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        Some(Received {
+            method,
+            target,
+            headers,
+            body,
+        })
+    }
+
+    fn client(url: &str, auth: AlertmanagerAuth) -> AlertmanagerClient {
+        AlertmanagerClient::new(url, auth, Duration::from_secs(5)).unwrap()
+    }
+
+    fn new_silence() -> NewSilence {
+        NewSilence {
+            matchers: vec![
+                ("alertname".into(), "DiskFull".into()),
+                ("path".into(), "/api/v1/(users|orders)".into()),
+            ],
+            starts_at: Utc.with_ymd_and_hms(2030, 1, 1, 8, 0, 0).unwrap()
+                + chrono::Duration::nanoseconds(123_456_789),
+            ends_at: Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).unwrap(),
+            created_by: "zhangsan (WeCom)".into(),
+            comment: "静默 2 小时，来自企业微信卡片".into(),
+        }
+    }
+
+    const CREATED: &str = r#"{"silenceID":"3aef5fa3-cd54-41f6-a193-29ade75a323f"}"#;
+
+    #[tokio::test]
+    async fn a_silence_is_posted_as_literal_equality_matchers_with_utc_millisecond_times() {
+        let stub = Stub::new(200, CREATED);
+        let id = client(&stub.url, AlertmanagerAuth::None)
+            .create_silence(&new_silence())
+            .await
+            .unwrap();
+        assert_eq!(id, "3aef5fa3-cd54-41f6-a193-29ade75a323f");
+
+        let request = stub.only_request();
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.target, "/api/v2/silences");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(
+            request.header("user-agent"),
+            Some(concat!("alertmanager-wecom/", env!("CARGO_PKG_VERSION")))
+        );
+        assert_eq!(request.header("authorization"), None);
+        assert_eq!(
+            request.json(),
+            json!({
+                "matchers": [
+                    {"name": "alertname", "value": "DiskFull", "isRegex": false, "isEqual": true},
+                    {"name": "path", "value": "/api/v1/(users|orders)", "isRegex": false, "isEqual": true},
+                ],
+                "startsAt": "2030-01-01T08:00:00.123Z",
+                "endsAt": "2030-01-01T10:00:00.000Z",
+                "createdBy": "zhangsan (WeCom)",
+                "comment": "静默 2 小时，来自企业微信卡片",
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_prefix_is_kept_with_or_without_its_final_slash() {
+        for prefix in ["alertmanager", "alertmanager/"] {
+            let stub = Stub::new(200, CREATED);
+            let client = client(&format!("{}{prefix}", stub.url), AlertmanagerAuth::None);
+            assert_eq!(client.base_url(), format!("{}alertmanager/", stub.url));
+            client.create_silence(&new_silence()).await.unwrap();
+            assert_eq!(stub.only_request().target, "/alertmanager/api/v2/silences");
+        }
+        let stub = Stub::new(200, CREATED);
+        assert_eq!(
+            client(stub.url.trim_end_matches('/'), AlertmanagerAuth::None).base_url(),
+            stub.url
+        );
+    }
+
+    #[tokio::test]
+    async fn bearer_and_basic_credentials_go_in_the_authorization_header() {
+        let stub = Stub::new(200, CREATED);
+        client(&stub.url, AlertmanagerAuth::Bearer(Secret::new("t0ken")))
+            .create_silence(&new_silence())
+            .await
+            .unwrap();
+        assert_eq!(stub.only_request().header("authorization"), Some("Bearer t0ken"));
+
+        let stub = Stub::new(200, "[]");
+        let auth = AlertmanagerAuth::Basic {
+            username: "alice".into(),
+            password: Secret::new("s3cret"),
+        };
+        client(&stub.url, auth).silences().await.unwrap();
+        let request = stub.only_request();
+        // base64("alice:s3cret")
+        assert_eq!(request.header("authorization"), Some("Basic YWxpY2U6czNjcmV0"));
+        assert!(!request.target.contains("s3cret"), "{}", request.target);
+    }
+
+    /// The shape Alertmanager 0.25 answers, plus what other releases add or omit: an
+    /// `annotations` field (newer), no `isEqual` (before 0.22), an end time in the offset
+    /// it was posted with.
+    const LISTED: &str = r#"[
+        {"id": "3aef5fa3-cd54-41f6-a193-29ade75a323f", "status": {"state": "active"},
+         "updatedAt": "2026-12-02T02:06:26.365Z", "comment": "静默", "createdBy": "zhangsan",
+         "endsAt": "2030-01-01T18:00:00.000+08:00", "annotations": {},
+         "matchers": [{"isEqual": true, "isRegex": false, "name": "path", "value": "/api/v1/(users|orders)"}],
+         "startsAt": "2030-01-01T08:00:00.123Z"},
+        {"id": "89d979f8-a602-4eb6-8d03-3e8663268ce9", "status": {"state": "expired"},
+         "updatedAt": "2026-12-02T02:06:26.462Z", "comment": "", "createdBy": "",
+         "endsAt": "2026-12-02T03:06:26.000Z",
+         "matchers": [{"isRegex": true, "name": "job", "value": "node.*"},
+                      {"isEqual": false, "isRegex": false, "name": "env", "value": "dev"}],
+         "startsAt": "2026-12-02T02:06:26.462Z"}
+    ]"#;
+
+    #[tokio::test]
+    async fn listed_silences_are_parsed() {
+        let stub = Stub::new(200, LISTED);
+        let silences = client(&stub.url, AlertmanagerAuth::None)
+            .silences()
+            .await
+            .unwrap();
+        let request = stub.only_request();
+        assert_eq!(
+            (request.method.as_str(), request.target.as_str()),
+            ("GET", "/api/v2/silences")
+        );
+        assert_eq!(
+            silences,
+            vec![
+                Silence {
+                    id: "3aef5fa3-cd54-41f6-a193-29ade75a323f".into(),
+                    state: "active".into(),
+                    matchers: vec![SilenceMatcher {
+                        name: "path".into(),
+                        value: "/api/v1/(users|orders)".into(),
+                        is_regex: false,
+                        is_equal: true,
+                    }],
+                    created_by: "zhangsan".into(),
+                    comment: "静默".into(),
+                    starts_at: Utc.with_ymd_and_hms(2030, 1, 1, 8, 0, 0).unwrap()
+                        + chrono::Duration::milliseconds(123),
+                    ends_at: Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).unwrap(),
+                },
+                Silence {
+                    id: "89d979f8-a602-4eb6-8d03-3e8663268ce9".into(),
+                    state: "expired".into(),
+                    matchers: vec![
+                        SilenceMatcher {
+                            name: "job".into(),
+                            value: "node.*".into(),
+                            is_regex: true,
+                            is_equal: true,
+                        },
+                        SilenceMatcher {
+                            name: "env".into(),
+                            value: "dev".into(),
+                            is_regex: false,
+                            is_equal: false,
+                        },
+                    ],
+                    created_by: String::new(),
+                    comment: String::new(),
+                    starts_at: Utc.with_ymd_and_hms(2026, 12, 2, 2, 6, 26).unwrap()
+                        + chrono::Duration::milliseconds(462),
+                    ends_at: Utc.with_ymd_and_hms(2026, 12, 2, 3, 6, 26).unwrap(),
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn find_active_filters_on_each_matcher_and_wants_exactly_them() {
+        let at = |hour| Utc.with_ymd_and_hms(2030, 1, 1, hour, 0, 0).unwrap().to_rfc3339();
+        let silence = |id: &str, state: &str, ends: String, matchers: Value| {
+            json!({"id": id, "status": {"state": state}, "updatedAt": at(0), "comment": "",
+                   "createdBy": "", "startsAt": at(0), "endsAt": ends, "matchers": matchers})
+        };
+        let literal = |name: &str, value: &str| json!({"name": name, "value": value, "isRegex": false, "isEqual": true});
+        let ours = json!([literal("path", "/a\"b\\c"), literal("team", "支付")]);
+        let listed = json!([
+            silence("expired", "expired", at(9), ours.clone()),
+            silence(
+                "wider",
+                "active",
+                at(9),
+                json!([
+                    literal("team", "支付"),
+                    literal("path", "/a\"b\\c"),
+                    literal("x", "y")
+                ])
+            ),
+            silence("early", "active", at(3), ours.clone()),
+            silence(
+                "late",
+                "active",
+                at(5),
+                json!([literal("team", "支付"), literal("path", "/a\"b\\c")])
+            ),
+            silence("pending", "pending", at(9), ours),
+        ]);
+        let stub = Stub::new(200, &listed.to_string());
+        let matchers = vec![
+            ("path".to_string(), "/a\"b\\c".to_string()),
+            ("team".to_string(), "支付".to_string()),
+            ("team-name".to_string(), "x".to_string()),
+        ];
+        let found = client(&stub.url, AlertmanagerAuth::None)
+            .find_active(&matchers[..2])
+            .await
+            .unwrap()
+            .expect("an active silence");
+        assert_eq!(found.id, "late");
+
+        let target = stub.only_request().target;
+        let query = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
+        let filters: Vec<String> = query
+            .query_pairs()
+            .filter(|(k, _)| k == "filter")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+        assert_eq!(filters, [r#"path="/a\"b\\c""#, r#"team="支付""#]);
+
+        // A name the filter syntax cannot spell is only checked on our side.
+        let stub = Stub::new(200, &listed.to_string());
+        let found = client(&stub.url, AlertmanagerAuth::None)
+            .find_active(&matchers)
+            .await
+            .unwrap();
+        assert_eq!(found, None);
+        assert!(!stub.only_request().target.contains("team-name"));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_carries_alertmanagers_explanation() {
+        let cases = [
+            // Its handlers answer a JSON string…
+            (
+                400,
+                r#""Failed to create silence: start time must be before end time""#,
+                "Failed to create silence: start time must be before end time",
+            ),
+            // …its request validation an object…
+            (
+                422,
+                r#"{"code":612,"message":"matchers in body should have at least 1 items"}"#,
+                "matchers in body should have at least 1 items",
+            ),
+            // …and a proxy anything.
+            (404, "404 page not found\n", "404 page not found"),
+            (400, "", "no explanation given"),
+        ];
+        for (status, body, message) in cases {
+            let stub = Stub::with_headers(status, &[("Content-Type", "text/plain")], body);
+            let error = client(&stub.url, AlertmanagerAuth::None)
+                .create_silence(&new_silence())
+                .await
+                .unwrap_err();
+            match &error {
+                SilenceError::Refused {
+                    status: s,
+                    message: m,
+                } => {
+                    assert_eq!((*s, m.as_str()), (status, message));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(error.reason(), "refused");
+            assert!(!error.is_retryable());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_explanation_is_cut_to_one_short_line() {
+        let body = format!("<html>\n<body>{}</body></html>", "拒".repeat(1000));
+        let stub = Stub::with_headers(400, &[("Content-Type", "text/html")], &body);
+        let error = client(&stub.url, AlertmanagerAuth::None)
+            .silences()
+            .await
+            .unwrap_err();
+        let SilenceError::Refused { message, .. } = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(message.chars().count(), MESSAGE_CHARS + 1, "{message}");
+        assert!(message.starts_with("<html> <body>拒拒"), "{message}");
+        assert!(message.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn statuses_are_classified() {
+        let cases = [
+            (401, "unauthorized", false),
+            (403, "unauthorized", false),
+            (429, "unavailable", true),
+            (500, "unavailable", true),
+            (502, "unavailable", true),
+            (503, "unavailable", true),
+        ];
+        for (status, reason, retryable) in cases {
+            let stub = Stub::new(status, r#""go away""#);
+            let error = client(&stub.url, AlertmanagerAuth::None)
+                .create_silence(&new_silence())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (error.reason(), error.is_retryable()),
+                (reason, retryable),
+                "{status}: {error:?}"
+            );
+            match error {
+                SilenceError::Unauthorized { status: s } | SilenceError::Unavailable { status: s } => {
+                    assert_eq!(s, status);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_reported_not_followed() {
+        let stub = Stub::with_headers(
+            301,
+            &[("Location", "https://am.example/alertmanager/api/v2/silences?x=1")],
+            "",
+        );
+        let error = client(&stub.url, AlertmanagerAuth::None)
+            .create_silence(&new_silence())
+            .await
+            .unwrap_err();
+        let SilenceError::Refused { status: 301, message } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            message.contains("https://am.example/alertmanager/api/v2/silences;"),
+            "{message}"
+        );
+        assert_eq!(stub.received.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/am/");
+        let error = client(&url, AlertmanagerAuth::None)
+            .create_silence(&new_silence())
+            .await
+            .unwrap_err();
+        let SilenceError::Unreachable { url: at, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(at, &format!("{url}api/v2/silences"));
+        assert_eq!((error.reason(), error.is_retryable()), ("unreachable", true));
+        assert!(error.to_string().contains("connection failed"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_unreachable_within_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                // Reads until the client gives up and closes, never answering.
+                let mut stream = stream.unwrap();
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink);
+            }
+        });
+        let client =
+            AlertmanagerClient::new(&url, AlertmanagerAuth::None, Duration::from_millis(300)).unwrap();
+        let started = Instant::now();
+        let error = client.create_silence(&new_silence()).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(matches!(error, SilenceError::Unreachable { .. }), "{error:?}");
+        assert!(error.to_string().contains("timed out"), "{error}");
+        assert!(error.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_alertmanagers_is_a_bad_answer() {
+        for body in ["<html>hello</html>", "{}", r#"{"silenceID":""}"#, r#"[]"#] {
+            let stub = Stub::new(200, body);
+            let error = client(&stub.url, AlertmanagerAuth::None)
+                .create_silence(&new_silence())
+                .await
+                .unwrap_err();
+            assert!(matches!(error, SilenceError::BadAnswer(_)), "{body}: {error:?}");
+            assert_eq!((error.reason(), error.is_retryable()), ("bad_answer", false));
+        }
+        for body in ["not json", CREATED, r#"[{"id":"x"}]"#] {
+            let stub = Stub::new(200, body);
+            let error = client(&stub.url, AlertmanagerAuth::None)
+                .silences()
+                .await
+                .unwrap_err();
+            assert!(matches!(error, SilenceError::BadAnswer(_)), "{body}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn only_plain_http_urls_are_accepted() {
+        let none = || AlertmanagerAuth::None;
+        let timeout = Duration::from_secs(1);
+        for (url, problem) in [
+            ("not a url", "not an absolute URL"),
+            ("am.example:9093", "scheme \"am.example\""),
+            ("ftp://am.example/", "scheme \"ftp\""),
+            ("http://alice:hunter2@am.example/", "carries credentials"),
+            ("http://hunter2@am.example/", "carries credentials"),
+            ("http://am.example/?token=hunter2", "query or fragment"),
+        ] {
+            let error = AlertmanagerClient::new(url, none(), timeout).unwrap_err();
+            assert!(matches!(error, SilenceError::InvalidUrl(_)), "{url}: {error:?}");
+            assert_eq!(error.reason(), "invalid_url");
+            let text = error.to_string();
+            assert!(text.contains(problem), "{url}: {text}");
+            assert!(
+                !text.contains("hunter2") && !format!("{error:?}").contains("hunter2"),
+                "{text}"
+            );
+        }
+        let client = AlertmanagerClient::new(" https://am.example:9093 ", none(), timeout).unwrap();
+        assert_eq!(client.base_url(), "https://am.example:9093/");
+    }
+
+    #[tokio::test]
+    async fn credentials_never_show_in_debug_or_errors() {
+        let auths = || {
+            [
+                AlertmanagerAuth::Bearer(Secret::new("hunter2")),
+                AlertmanagerAuth::Basic {
+                    username: "alice".into(),
+                    password: Secret::new("hunter2"),
+                },
+            ]
+        };
+        for auth in auths() {
+            let client = client("http://127.0.0.1:1/", auth);
+            let debug = format!("{client:?}");
+            assert!(
+                !debug.contains("hunter2") && debug.contains("<redacted>"),
+                "{debug}"
+            );
+        }
+        // A proxy echoing the request's header in its refusal.
+        for auth in auths() {
+            let echo = match &auth {
+                AlertmanagerAuth::Basic { .. } => "Authorization: Basic YWxpY2U6aHVudGVyMg== (hunter2)",
+                _ => "Authorization: Bearer hunter2",
+            };
+            for status in [400, 401, 503] {
+                let stub = Stub::with_headers(status, &[("Content-Type", "text/plain")], echo);
+                let error = client(&stub.url, auth.clone()).silences().await.unwrap_err();
+                for text in [error.to_string(), format!("{error:?}")] {
+                    assert!(!text.contains("hunter2"), "{text}");
+                    assert!(!text.contains("YWxpY2U6aHVudGVyMg"), "{text}");
+                }
+            }
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let error = client(&format!("http://127.0.0.1:{port}/"), auth.clone())
+                .silences()
+                .await
+                .unwrap_err();
+            for text in [error.to_string(), format!("{error:?}")] {
+                assert!(!text.contains("hunter2"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn card_texts_are_short_and_distinct_per_kind_of_trouble() {
+        let errors = [
+            SilenceError::Unreachable {
+                url: String::new(),
+                detail: String::new(),
+            },
+            SilenceError::Unauthorized { status: 401 },
+            SilenceError::Refused {
+                status: 400,
+                message: String::new(),
+            },
+            SilenceError::Unavailable { status: 503 },
+            SilenceError::BadAnswer(String::new()),
+            SilenceError::InvalidUrl(String::new()),
+        ];
+        let mut texts: Vec<&str> = errors.iter().map(SilenceError::card_text).collect();
+        for text in &texts {
+            // At most 12 characters of Chinese wide, a Latin letter counting half: one
+            // line on a card even on a phone.
+            let halves: usize = text.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum();
+            assert!(halves <= 24, "{text}");
+        }
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(texts.len(), errors.len());
+        let reasons: Vec<&str> = errors.iter().map(SilenceError::reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "unreachable",
+                "unauthorized",
+                "refused",
+                "unavailable",
+                "bad_answer",
+                "invalid_url"
+            ]
+        );
+    }
+
+    #[test]
+    fn has_exactly_ignores_order_but_not_extra_or_regex_matchers() {
+        let literal = |name: &str, value: &str| SilenceMatcher {
+            name: name.into(),
+            value: value.into(),
+            is_regex: false,
+            is_equal: true,
+        };
+        let mut silence = Silence {
+            id: "x".into(),
+            state: "active".into(),
+            matchers: vec![literal("b", "2"), literal("a", "1")],
+            created_by: String::new(),
+            comment: String::new(),
+            starts_at: Utc::now(),
+            ends_at: Utc::now(),
+        };
+        let ours = vec![
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ];
+        assert!(silence.has_exactly(&ours));
+        assert!(!silence.has_exactly(&ours[..1]));
+        silence.matchers[0].is_regex = true;
+        assert!(!silence.has_exactly(&ours));
+        silence.matchers[0].is_regex = false;
+        silence.matchers[0].is_equal = false;
+        assert!(!silence.has_exactly(&ours));
     }
 }
