@@ -1208,4 +1208,210 @@ mod tests {
         silence.matchers[0].is_equal = false;
         assert!(!silence.has_exactly(&ours));
     }
+
+    /// A real Alertmanager on a loopback port, stopped when dropped.
+    struct RealAlertmanager {
+        child: std::process::Child,
+        base: String,
+        dir: tempfile::TempDir,
+    }
+
+    impl Drop for RealAlertmanager {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl RealAlertmanager {
+        /// Serves below `/alertmanager/`, as behind a proxy, so that the prefix is tested
+        /// against Alertmanager's own routing.
+        async fn start(binary: &str) -> RealAlertmanager {
+            let dir = tempfile::tempdir().unwrap();
+            // `null` unquoted would be YAML's null, which leaves the route without a receiver.
+            let config = dir.path().join("alertmanager.yml");
+            std::fs::write(
+                &config,
+                "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
+            )
+            .unwrap();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let base = format!("http://127.0.0.1:{port}/alertmanager/");
+            let log = std::fs::File::create(dir.path().join("log")).unwrap();
+            let child = std::process::Command::new(binary)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg("--cluster.listen-address=")
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!("--web.external-url={base}"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{binary}: {e}"));
+            let mut am = RealAlertmanager { child, base, dir };
+            let ready = format!("{}-/ready", am.base);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(response) = reqwest::get(&ready).await {
+                    if response.status() == 200 {
+                        return am;
+                    }
+                }
+                if let Some(status) = am.child.try_wait().unwrap() {
+                    panic!("Alertmanager exited ({status}):\n{}", am.log());
+                }
+                assert!(Instant::now() < deadline, "Alertmanager not ready:\n{}", am.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        }
+    }
+
+    /// Whether Alertmanager says a firing alert with these labels is silenced.
+    async fn silenced(base: &str, labels: Value) -> bool {
+        let http = reqwest::Client::new();
+        let posted = http
+            .post(format!("{base}api/v2/alerts"))
+            .json(&json!([{ "labels": labels }]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 200);
+        let alerts: Value = http
+            .get(format!("{base}api/v2/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let alert = alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"] == labels)
+            .unwrap_or_else(|| panic!("{labels} not in {alerts}"));
+        !alert["status"]["silencedBy"].as_array().unwrap().is_empty()
+    }
+
+    /// Runs the Debian package's binary (or `$ALERTMANAGER`): last passed with Alertmanager
+    /// 0.25.0 (Debian 0.25.0-1+b4).
+    #[tokio::test]
+    #[ignore = "starts a real Alertmanager (/usr/bin/prometheus-alertmanager)"]
+    async fn against_a_real_alertmanager() {
+        let binary =
+            std::env::var("ALERTMANAGER").unwrap_or_else(|_| "/usr/bin/prometheus-alertmanager".into());
+        let version = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .unwrap();
+        eprintln!(
+            "{}",
+            String::from_utf8_lossy(&version.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+        );
+        let am = RealAlertmanager::start(&binary).await;
+        let client = client(am.base.trim_end_matches('/'), AlertmanagerAuth::None);
+
+        let now = Utc::now();
+        let matchers = vec![
+            ("path".to_string(), "/api/v1/(users|orders)".to_string()),
+            ("team".to_string(), "支付".to_string()),
+        ];
+        let wanted = NewSilence {
+            matchers: matchers.clone(),
+            // A start in the past is moved to the moment Alertmanager receives it.
+            starts_at: now - chrono::Duration::minutes(5),
+            ends_at: now + chrono::Duration::hours(2) + chrono::Duration::nanoseconds(123_456_789),
+            created_by: "zhangsan (WeCom)".into(),
+            comment: "静默 2 小时，来自企业微信卡片".into(),
+        };
+        let id = client.create_silence(&wanted).await.unwrap();
+
+        let silences = client.silences().await.unwrap();
+        let read = silences
+            .iter()
+            .find(|s| s.id == id)
+            .expect("the new silence listed");
+        let literal = |(name, value): &(String, String)| SilenceMatcher {
+            name: name.clone(),
+            value: value.clone(),
+            is_regex: false,
+            is_equal: true,
+        };
+        assert_eq!(read.matchers, matchers.iter().map(literal).collect::<Vec<_>>());
+        assert_eq!(read.state, "active");
+        assert_eq!(
+            (read.created_by.as_str(), read.comment.as_str()),
+            (wanted.created_by.as_str(), wanted.comment.as_str())
+        );
+        assert!(read.starts_at >= now - chrono::Duration::seconds(1), "{read:?}");
+        assert_eq!(
+            read.ends_at,
+            chrono::SubsecRound::trunc_subsecs(wanted.ends_at, 3)
+        );
+
+        // Literal: the value silences itself, not what it would match as a regex.
+        assert!(
+            silenced(
+                &am.base,
+                json!({"alertname": "A", "path": "/api/v1/(users|orders)", "team": "支付"})
+            )
+            .await
+        );
+        assert!(
+            !silenced(
+                &am.base,
+                json!({"alertname": "A", "path": "/api/v1/users", "team": "支付"})
+            )
+            .await
+        );
+
+        // The filters (metacharacters, non-ASCII) read as the matchers they spell.
+        let found = client.find_active(&matchers).await.unwrap().expect("found");
+        assert_eq!(found.id, id);
+        assert_eq!(client.find_active(&matchers[1..]).await.unwrap(), None);
+
+        // What Alertmanager refuses, and in which words.
+        let refusal = |matchers: &[(&str, &str)], ends_at| NewSilence {
+            matchers: matchers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ends_at,
+            ..wanted.clone()
+        };
+        let later = now + chrono::Duration::hours(1);
+        for (silence, status) in [
+            (refusal(&[("a", "b")], now - chrono::Duration::hours(1)), 400),
+            (refusal(&[("a", "b")], now - chrono::Duration::minutes(1)), 400),
+            (refusal(&[], later), 422),
+            (refusal(&[("a", "")], later), 400),
+            (refusal(&[("", "b")], later), 400),
+            (refusal(&[("team-name", "b")], later), 400),
+        ] {
+            let error = client.create_silence(&silence).await.unwrap_err();
+            let SilenceError::Refused { status: s, message } = &error else {
+                panic!("{silence:?}: {error:?}");
+            };
+            eprintln!("{:?} until {}: {s} {message}", silence.matchers, silence.ends_at);
+            assert_eq!(*s, status, "{message}");
+            assert_ne!(message, "no explanation given");
+        }
+        // An empty value is allowed beside one that is not: it matches a missing label.
+        client
+            .create_silence(&refusal(&[("a", ""), ("b", "x")], later))
+            .await
+            .unwrap();
+        drop(am);
+    }
 }
