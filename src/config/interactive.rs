@@ -77,11 +77,16 @@ pub fn validate_callback(
         .ok_or_else(|| {
             (
                 key("encoding_aes_key"),
-                "is required: the EncodingAESKey WeCom's admin console shows for the app's callback URL".into(),
+                "is required: the EncodingAESKey WeCom's admin console shows for the app's callback URL"
+                    .into(),
             )
         })?;
     let aes = encoding_aes_key.expose();
-    if aes.len() != 43 || !aes.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/') {
+    if aes.len() != 43
+        || !aes
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    {
         return Err((
             key("encoding_aes_key"),
             "must be the console's EncodingAESKey: 43 characters of letters and digits".into(),
@@ -102,7 +107,10 @@ pub fn validate_callback(
 }
 
 /// Validates `routes[i].buttons`.
-pub fn validate_buttons(raw: ButtonsSection, key: &dyn Fn(&str) -> String) -> Result<ButtonSettings, Invalid> {
+pub fn validate_buttons(
+    raw: ButtonsSection,
+    key: &dyn Fn(&str) -> String,
+) -> Result<ButtonSettings, Invalid> {
     let silence: Vec<Duration> = raw.silence.into_iter().map(|d| *d).collect();
     let count = silence.len() + usize::from(raw.acknowledge);
     if count == 0 {
@@ -119,10 +127,7 @@ pub fn validate_buttons(raw: ButtonsSection, key: &dyn Fn(&str) -> String) -> Re
     }
     for (j, duration) in silence.iter().enumerate() {
         if *duration < SHORTEST_SILENCE || *duration > LONGEST_SILENCE {
-            return Err((
-                key(&format!("silence[{j}]")),
-                "must be between 1m and 30d".into(),
-            ));
+            return Err((key(&format!("silence[{j}]")), "must be between 1m and 30d".into()));
         }
         if silence[..j].contains(duration) {
             return Err((key(&format!("silence[{j}]")), "is given twice".into()));
@@ -136,7 +141,10 @@ pub fn validate_buttons(raw: ButtonsSection, key: &dyn Fn(&str) -> String) -> Re
 }
 
 /// Validates `alertmanager:`.
-pub fn validate_alertmanager(raw: AlertmanagerSection, base_dir: &Path) -> Result<AlertmanagerSettings, Invalid> {
+pub fn validate_alertmanager(
+    raw: AlertmanagerSection,
+    base_dir: &Path,
+) -> Result<AlertmanagerSettings, Invalid> {
     let key = |field: &str| format!("alertmanager.{field}");
     let url = raw
         .url
@@ -148,7 +156,12 @@ pub fn validate_alertmanager(raw: AlertmanagerSection, base_dir: &Path) -> Resul
         None => None,
         Some(basic) => {
             let password = resolve_secret(basic.password, basic.password_file, base_dir)
-                .map_err(|(field, m)| (key(&format!("basic_auth.{}", field.replace("secret", "password"))), m))?
+                .map_err(|(field, m)| {
+                    (
+                        key(&format!("basic_auth.{}", field.replace("secret", "password"))),
+                        m,
+                    )
+                })?
                 .ok_or_else(|| (key("basic_auth.password"), "is required".to_string()))?;
             if basic.username.is_empty() || basic.username.contains(':') {
                 return Err((
@@ -160,7 +173,10 @@ pub fn validate_alertmanager(raw: AlertmanagerSection, base_dir: &Path) -> Resul
         }
     };
     if bearer_token.is_some() && basic_auth.is_some() {
-        return Err((key("basic_auth"), "set either bearer_token or basic_auth, not both".into()));
+        return Err((
+            key("basic_auth"),
+            "set either bearer_token or basic_auth, not both".into(),
+        ));
     }
     if url.is_none() && (bearer_token.is_some() || basic_auth.is_some()) {
         return Err((

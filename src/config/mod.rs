@@ -328,7 +328,9 @@ impl Config {
                 .map_err(|(field, message)| invalid(&key(field), message))?;
             let callback = app
                 .callback
-                .map(|raw| interactive::validate_callback(raw, &|field| key(&format!("callback.{field}")), base_dir))
+                .map(|raw| {
+                    interactive::validate_callback(raw, &|field| key(&format!("callback.{field}")), base_dir)
+                })
                 .transpose()
                 .map_err(|(key, message)| invalid(&key, message))?;
             let rate_limit =

@@ -486,15 +486,19 @@ fn buttons_default_to_acknowledge_and_three_silences_with_the_interactive_templa
     assert_eq!(route.template, "button_interaction");
     let callback = config.apps[0].callback.as_ref().unwrap();
     assert_eq!(callback.max_age, Duration::from_secs(300));
-    assert!(config.alertmanager.url.is_none(), "defaults to each card's externalURL");
+    assert!(
+        config.alertmanager.url.is_none(),
+        "defaults to each card's externalURL"
+    );
 }
 
 #[test]
 fn buttons_need_a_template_card_route_of_an_app_with_a_callback() {
     let text = INTERACTIVE.replace("msgtype: template_card", "msgtype: markdown");
     assert!(error(&text).contains("routes[0].buttons: buttons are for `msgtype: template_card`"));
+    // Chats and robots take no template_card at all: their msgtype check says so first.
     let chat = INTERACTIVE.replace("to: {users: [alice]}", "chat: wrkOps1");
-    assert!(error(&chat).contains("routes[0].buttons"), "{}", error(&chat));
+    assert!(error(&chat).contains("routes[0].msgtype"), "{}", error(&chat));
     let no_callback = INTERACTIVE.replace(
         "callback: {token: Tok3n, encoding_aes_key: 6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt}",
         "secret: s",
@@ -537,7 +541,10 @@ fn alertmanager_credentials_go_only_to_a_configured_url() {
         "alertmanager: {{url: 'http://am.example:9093', bearer_token: t0k, timeout: 2s}}\n{INTERACTIVE}"
     ))
     .unwrap();
-    assert_eq!(config.alertmanager.url.as_deref(), Some("http://am.example:9093/"));
+    assert_eq!(
+        config.alertmanager.url.as_deref(),
+        Some("http://am.example:9093/")
+    );
     assert_eq!(config.alertmanager.timeout, Duration::from_secs(2));
     assert!(!format!("{:?}", config.alertmanager).contains("t0k"));
     let both = format!(

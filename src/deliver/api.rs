@@ -69,21 +69,33 @@ impl SendReceipt {
     }
 }
 
-/// The receipt in a `message/send` or `update_template_card` reply.
-fn receipt(reply: Reply) -> SendReceipt {
-    let list = |value: Option<String>| -> Vec<String> {
-        value
-            .unwrap_or_default()
+/// A list of ids as WeCom answers them: `"a|b"` from `message/send`, `["a", "b"]` (or
+/// numbers, for parties and tags) from `update_template_card`.
+fn id_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    let id = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    Ok(match &value {
+        Value::String(joined) => joined
             .split('|')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
-            .collect()
-    };
+            .collect(),
+        Value::Array(ids) => ids.iter().filter_map(id).filter(|s| !s.is_empty()).collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// The receipt in a `message/send` or `update_template_card` reply.
+fn receipt(reply: Reply) -> SendReceipt {
     SendReceipt {
-        invalid_users: list(reply.invaliduser),
-        invalid_parties: list(reply.invalidparty),
-        invalid_tags: list(reply.invalidtag),
-        unlicensed_users: list(reply.unlicenseduser),
+        invalid_users: reply.invaliduser,
+        invalid_parties: reply.invalidparty,
+        invalid_tags: reply.invalidtag,
+        unlicensed_users: reply.unlicenseduser,
         response_code: reply.response_code.filter(|code| !code.is_empty()),
     }
 }
@@ -143,14 +155,14 @@ struct Reply {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
-    #[serde(default)]
-    invaliduser: Option<String>,
-    #[serde(default)]
-    invalidparty: Option<String>,
-    #[serde(default)]
-    invalidtag: Option<String>,
-    #[serde(default)]
-    unlicenseduser: Option<String>,
+    #[serde(default, deserialize_with = "id_list")]
+    invaliduser: Vec<String>,
+    #[serde(default, deserialize_with = "id_list")]
+    invalidparty: Vec<String>,
+    #[serde(default, deserialize_with = "id_list")]
+    invalidtag: Vec<String>,
+    #[serde(default, deserialize_with = "id_list")]
+    unlicenseduser: Vec<String>,
     #[serde(default)]
     response_code: Option<String>,
     /// The whole reply, for the calls whose answer is more than a verdict.
@@ -232,7 +244,13 @@ impl WeComApi {
         timeout: Duration,
     ) -> Result<SendReceipt, WeComError> {
         let reply = self
-            .post(Endpoint::UpdateTemplateCard, url, ("access_token", token), body, timeout)
+            .post(
+                Endpoint::UpdateTemplateCard,
+                url,
+                ("access_token", token),
+                body,
+                timeout,
+            )
             .await?;
         Ok(receipt(reply))
     }
@@ -390,6 +408,24 @@ impl WeComApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_ids_are_read_as_either_reply_spells_them() {
+        let send: Reply = serde_json::from_str(
+            r#"{"errcode":0,"invaliduser":"a|b","invalidparty":"","response_code":"c"}"#,
+        )
+        .unwrap();
+        assert_eq!(send.invaliduser, ["a", "b"]);
+        assert!(send.invalidparty.is_empty());
+        let update: Reply = serde_json::from_str(
+            r#"{"errcode":0,"invaliduser":["x"],"invalidparty":[2,3],"invalidtag":null}"#,
+        )
+        .unwrap();
+        assert_eq!(update.invaliduser, ["x"]);
+        assert_eq!(update.invalidparty, ["2", "3"]);
+        assert!(update.invalidtag.is_empty());
+        assert_eq!(receipt(send).response_code.as_deref(), Some("c"));
+    }
 
     #[test]
     fn method_urls_keep_the_configured_path_prefix() {

@@ -51,7 +51,10 @@ pub struct CardPlan {
 
 impl CardPlan {
     pub fn of(alerts: &[&Alert], external_url: &str) -> CardPlan {
-        let firing: Vec<&&Alert> = alerts.iter().filter(|a| a.status == AlertStatus::Firing).collect();
+        let firing: Vec<&&Alert> = alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .collect();
         CardPlan {
             firing: !firing.is_empty(),
             alerts: firing
@@ -163,7 +166,9 @@ impl Cards {
         let bytes = serde_json::to_vec(record).expect("a card record serialises");
         let age = Duration::from_secs(u64::try_from(unix_now() - record.sent_at).unwrap_or(0));
         let ttl = CODE_LIFETIME.saturating_sub(age).max(Duration::from_secs(1));
-        self.store.put(&format!("card:{}", record.task_id), &bytes, ttl).await;
+        self.store
+            .put(&format!("card:{}", record.task_id), &bytes, ttl)
+            .await;
     }
 
     /// The latest card sent for a slot (see [`slot`]).
@@ -220,16 +225,6 @@ pub fn is_task_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'@'))
 }
 
-/// An update greying out every button of the card with `text` (按钮更新为不可点击状态).
-pub fn replace_buttons(agent_id: i64, code: &str, text: &str) -> Value {
-    json!({
-        "atall": 1,
-        "agentid": agent_id,
-        "response_code": code,
-        "button": { "replace_name": text },
-    })
-}
-
 /// An update replacing the card for all its recipients (更新为新的卡片).
 pub fn replace_card(agent_id: i64, code: &str, card: &Value) -> Value {
     json!({
@@ -257,6 +252,20 @@ pub fn with_status(card: &Value, status: &str, keep: impl Fn(&str) -> bool) -> V
         if let Some(Value::Array(buttons)) = object.get_mut("button_list") {
             buttons.retain(|button| button.get("key").and_then(Value::as_str).is_some_and(&keep));
         }
+    }
+    card
+}
+
+/// The card without buttons, as a `text_notice` card (an interactive card may be replaced
+/// by any kind): what a card becomes once nothing on it is left to click. Its status row
+/// says why; `button.replace_name` would say it in a grey button of at most 10 characters,
+/// too short for "silenced 24h · a userid".
+pub fn as_notice(card: &Value) -> Value {
+    let mut card = card.clone();
+    if let Some(object) = card.as_object_mut() {
+        object.insert("card_type".into(), Value::from("text_notice"));
+        object.remove("button_list");
+        object.remove("task_id");
     }
     card
 }
@@ -343,9 +352,7 @@ impl Notifier {
                     route.name, record.task_id
                 );
             }
-            cards
-                .sent(&record, &slot, receipt.response_code.as_deref())
-                .await;
+            cards.sent(&record, &slot, receipt.response_code.as_deref()).await;
         }
         sent
     }
@@ -453,11 +460,14 @@ impl Notifier {
     }
 
     fn app_target(&self, app: &str) -> Result<&dyn Target, SendFailure> {
-        self.targets.get(app).map(|t| t.as_ref()).ok_or_else(|| SendFailure::Permanent {
-            reason: "unknown_app",
-            errcode: None,
-            error: format!("app {app:?} is no longer configured"),
-        })
+        self.targets
+            .get(app)
+            .map(|t| t.as_ref())
+            .ok_or_else(|| SendFailure::Permanent {
+                reason: "unknown_app",
+                errcode: None,
+                error: format!("app {app:?} is no longer configured"),
+            })
     }
 
     /// A request to `to` (for its budget charge): the card's recipients are one batch.
@@ -540,6 +550,23 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["value"], "已认领 · bob");
         assert_eq!(again["button_list"], json!([{"key": "silence:1h"}]));
+    }
+
+    #[test]
+    fn a_card_with_nothing_left_to_click_becomes_a_notice_with_its_status() {
+        let card = json!({"card_type": "button_interaction", "task_id": "am-1", "button_list": [{"key": "ack"}],
+                          "card_action": {"type": 1, "url": "http://am"}});
+        let notice = as_notice(&with_status(&card, "已静默 24h · alice", |_| false));
+        assert_eq!(notice["card_type"], "text_notice");
+        assert!(notice.get("button_list").is_none() && notice.get("task_id").is_none());
+        assert_eq!(
+            notice["horizontal_content_list"][0]["value"],
+            "已静默 24h · alice"
+        );
+        assert_eq!(
+            notice["card_action"]["url"], "http://am",
+            "text_notice needs its card_action"
+        );
     }
 
     #[test]

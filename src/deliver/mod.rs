@@ -256,8 +256,16 @@ impl Notifier {
             let sent = match card {
                 Some(plan) => {
                     let key = claim.map(|(key, _)| key);
-                    self.send_card(target, outgoing, plan, group_key, (request, key.as_ref()), deadline, keep)
-                        .await
+                    self.send_card(
+                        target,
+                        outgoing,
+                        plan,
+                        group_key,
+                        (request, key.as_ref()),
+                        deadline,
+                        keep,
+                    )
+                    .await
                 }
                 None => self.send(target, request, deadline, keep).await,
             };

@@ -17,7 +17,9 @@ pub(super) async fn verify_url(
 ) -> HttpResponse {
     match runtime.service().verify_callback_url(&app, &query) {
         // WeCom expects the plaintext alone, no quotes, no newline.
-        Ok(echo) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(echo),
+        Ok(echo) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(echo),
         Err(refusal) => refused(&refusal),
     }
 }
@@ -30,7 +32,9 @@ pub(super) async fn receive(
 ) -> HttpResponse {
     match runtime.service().receive_callback(&app, &query, &body).await {
         // An empty body is WeCom's "received, nothing to reply".
-        Ok(()) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(""),
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(""),
         Err(refusal) => refused(&refusal),
     }
 }

@@ -136,7 +136,7 @@ impl ButtonAction {
     pub fn key(self) -> String {
         match self {
             ButtonAction::Acknowledge => "ack".into(),
-            ButtonAction::Silence(duration) => format!("silence:{}", humantime::format_duration(duration)),
+            ButtonAction::Silence(duration) => format!("silence:{}", short_duration(duration)),
         }
     }
 
@@ -144,7 +144,9 @@ impl ButtonAction {
     pub fn parse(key: &str) -> Option<ButtonAction> {
         match key.split_once(':') {
             None if key == "ack" => Some(ButtonAction::Acknowledge),
-            Some(("silence", duration)) => humantime::parse_duration(duration).ok().map(ButtonAction::Silence),
+            Some(("silence", duration)) => humantime::parse_duration(duration)
+                .ok()
+                .map(ButtonAction::Silence),
             _ => None,
         }
     }
@@ -152,7 +154,7 @@ impl ButtonAction {
     pub fn text(self) -> String {
         match self {
             ButtonAction::Acknowledge => ACKNOWLEDGE_TEXT.into(),
-            ButtonAction::Silence(duration) => format!("静默 {}", humantime::format_duration(duration)),
+            ButtonAction::Silence(duration) => format!("静默 {}", short_duration(duration)),
         }
     }
 
@@ -175,6 +177,17 @@ impl ButtonAction {
             ButtonAction::Silence(_) => SILENCE_STYLE,
         };
         serde_json::json!({ "text": self.text(), "style": style, "key": self.key() })
+    }
+}
+
+/// A duration as on-call writes it: `30m`, `4h`, `24h`, `7d`.
+pub fn short_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        s if s >= 2 * 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -301,6 +314,60 @@ fn fit_str(object: &mut Map<String, Value>, field: &str, max: usize) -> bool {
 mod tests {
     use super::*;
     use crate::model::WebhookPayload;
+
+    #[test]
+    fn buttons_keys_round_trip_and_read_as_on_call_writes_them() {
+        use std::time::Duration;
+        let hour = Duration::from_secs(3600);
+        for action in [
+            ButtonAction::Acknowledge,
+            ButtonAction::Silence(hour),
+            ButtonAction::Silence(24 * hour),
+            ButtonAction::Silence(7 * 24 * hour),
+            ButtonAction::Silence(Duration::from_secs(90 * 60)),
+        ] {
+            assert_eq!(
+                ButtonAction::parse(&action.key()),
+                Some(action),
+                "{}",
+                action.key()
+            );
+        }
+        assert_eq!(ButtonAction::Silence(24 * hour).text(), "静默 24h");
+        assert_eq!(ButtonAction::Silence(7 * 24 * hour).key(), "silence:7d");
+        assert_eq!(ButtonAction::parse("silence:forever"), None);
+        assert_eq!(ButtonAction::parse("rm -rf"), None);
+        let settings = ButtonSettings {
+            acknowledge: true,
+            silence: vec![hour, 4 * hour],
+            allowed_users: vec![],
+        };
+        assert_eq!(ButtonAction::of(&settings, 3).len(), 3);
+        assert_eq!(
+            ButtonAction::of(&settings, MAX_SILENCED_ALERTS + 1),
+            vec![ButtonAction::Acknowledge],
+            "no silence for more alerts than a click silences"
+        );
+    }
+
+    #[test]
+    fn a_card_with_buttons_is_a_button_interaction_card_without_jump_list() {
+        let output = r#"{"main_title":{"title":"t"},"jump_list":[{"title":"g","url":"http://g"}],
+            "horizontal_content_list":[{"keyname":"graph","value":"P","type":1,"url":"javascript:x"},{"keyname":"a","value":"b"}]}"#;
+        let (mut card, _) = template_card(output, Some("http://am")).unwrap();
+        assert_eq!(
+            card["horizontal_content_list"][0].get("url"),
+            None,
+            "an unusable link row is plain text"
+        );
+        with_buttons(&mut card, &[ButtonAction::Acknowledge]);
+        assert_eq!(card["card_type"], "button_interaction");
+        assert_eq!(card.get("jump_list"), None);
+        assert_eq!(
+            card["button_list"],
+            serde_json::json!([{"text": "认领", "style": 1, "key": "ack"}])
+        );
+    }
 
     #[test]
     fn a_link_longer_than_wecom_takes_falls_back_to_alertmanager() {

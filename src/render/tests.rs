@@ -277,3 +277,54 @@ fn a_broken_digest_template_names_route_and_template() {
     assert_eq!(error.template, "markdown");
     assert_eq!(error.route, "all");
 }
+
+#[test]
+fn routes_with_buttons_render_firing_cards_with_buttons_and_resolved_cards_without() {
+    let yaml = "apps: [{name: ops, corp_id: ww1, agent_id: 1, callback: {token: t, encoding_aes_key: 6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt}}]\nroutes: [{name: oncall, app: ops, msgtype: template_card, to: {users: [a]}, buttons: {silence: [2h]}}]\n";
+    let config = Config::from_yaml(yaml, "test.yml", Path::new("")).unwrap();
+    let renderer = Renderer::new(&config.templates).unwrap();
+    renderer.check_routes(&config.routes).unwrap();
+    renderer
+        .check_with_samples(&config.routes, |_| APP)
+        .expect("the built-in interactive card renders every sample");
+    let route = &config.routes[0];
+    let card_of = |payload: &str| {
+        let payload = WebhookPayload::parse(payload.as_bytes()).unwrap();
+        let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+        match renderer
+            .render(route, &payload, &alerts, &[], &APP)
+            .unwrap()
+            .parts
+            .remove(0)
+        {
+            MessageContent::TemplateCard { card } => card,
+            other => panic!("{other:?}"),
+        }
+    };
+    let firing = card_of(CRASHLOOP);
+    assert_eq!(firing["card_type"], "button_interaction");
+    assert_eq!(
+        firing["button_list"],
+        serde_json::json!([
+            {"text": "认领", "style": 1, "key": "ack"},
+            {"text": "静默 2h", "style": 2, "key": "silence:2h"}
+        ])
+    );
+    assert!(firing.get("jump_list").is_none());
+    let rows = firing["horizontal_content_list"].as_array().unwrap();
+    assert!(rows.len() <= 6, "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["type"] == 1 && r["url"].as_str().unwrap().starts_with("http")),
+        "a graph link row: {rows:?}"
+    );
+    assert!(firing["main_title"]["title"].as_str().unwrap().starts_with("🔥"));
+    let resolved = card_of(RESOLVED);
+    assert_eq!(resolved["card_type"], "text_notice");
+    assert!(resolved.get("button_list").is_none());
+    assert_eq!(resolved["source"]["desc"], "RESOLVED");
+    assert!(resolved["main_title"]["title"]
+        .as_str()
+        .unwrap()
+        .starts_with("✅"));
+}

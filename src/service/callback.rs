@@ -17,7 +17,7 @@ use crate::deliver::cards::{self, is_task_id, CardRecord};
 use crate::interact::crypto::{check_freshness, CallbackCrypto, CallbackError};
 use crate::interact::event::{self, CardEvent, Incoming};
 use crate::interact::silence::{AlertmanagerAuth, AlertmanagerClient, NewSilence, SilenceError};
-use crate::render::card::ButtonAction;
+use crate::render::card::{short_duration, ButtonAction};
 
 /// The event name of clicks in callbacks and metrics.
 const CARD_EVENT: &str = "template_card_event";
@@ -71,7 +71,8 @@ impl Callbacks {
         let mut apps = HashMap::new();
         for app in &config.apps {
             if let Some(callback) = &app.callback {
-                let crypto = CallbackCrypto::new(callback.token.clone(), &callback.encoding_aes_key, &app.corp_id)?;
+                let crypto =
+                    CallbackCrypto::new(callback.token.clone(), &callback.encoding_aes_key, &app.corp_id)?;
                 apps.insert(
                     app.name.clone(),
                     AppCallback {
@@ -169,10 +170,11 @@ impl Service {
             }
             Ok(Incoming::CardEvent(event)) => event,
         };
-        // WeCom names re-deliveries by the clicking user and the event's time.
+        // A re-delivery repeats the event: its user, time and ResponseCode (fresh for each
+        // click, so two clicks within a second are still two).
         let click = format!(
-            "{app}|{}|{}|{}|{}",
-            event.from_user_name, event.create_time, event.task_id, event.event_key
+            "{app}|{}|{}|{}|{}|{}",
+            event.from_user_name, event.create_time, event.task_id, event.event_key, event.response_code
         );
         if !self.notifier.cards().first_click(&click).await {
             info!(
@@ -191,12 +193,18 @@ impl Service {
         Ok(())
     }
 
-    fn decrypt_callback(&self, app: &str, query: &CallbackQuery, body: &[u8]) -> Result<Incoming, CallbackRefusal> {
+    fn decrypt_callback(
+        &self,
+        app: &str,
+        query: &CallbackQuery,
+        body: &[u8],
+    ) -> Result<Incoming, CallbackRefusal> {
         let callback = self.callbacks.app(app)?;
         check_freshness(&query.timestamp, unix_now(), callback.max_age)?;
-        let xml = callback
-            .crypto
-            .decrypt_message(&query.msg_signature, &query.timestamp, &query.nonce, body)?;
+        let xml =
+            callback
+                .crypto
+                .decrypt_message(&query.msg_signature, &query.timestamp, &query.nonce, body)?;
         Ok(event::parse(&xml)?)
     }
 
@@ -250,13 +258,16 @@ impl Service {
 
     async fn acknowledge(&self, record: &mut CardRecord, user: &str, code: &str) -> &'static str {
         let status = format!("已认领 · {user}");
-        let card = cards::with_status(&record.card, &status, |key| key != ButtonAction::Acknowledge.key());
-        let body = if card["button_list"].as_array().is_some_and(|b| b.is_empty()) {
-            // No silence buttons left to keep: grey the button out instead.
-            cards::replace_buttons(record.agent_id, code, &status)
+        let card = cards::with_status(&record.card, &status, |key| {
+            key != ButtonAction::Acknowledge.key()
+        });
+        // No silence buttons left to keep: a card without buttons.
+        let card = if card["button_list"].as_array().is_some_and(|b| b.is_empty()) {
+            cards::as_notice(&card)
         } else {
-            cards::replace_card(record.agent_id, code, &card)
+            card
         };
+        let body = cards::replace_card(record.agent_id, code, &card);
         match self.notifier.update_card(record, &body).await {
             Ok(()) => {
                 info!(
@@ -266,7 +277,9 @@ impl Service {
                 self.notifier.count_update(&record.route, "acknowledged");
                 record.acknowledged_by = Some(user.to_string());
                 record.card = card;
-                record.buttons.retain(|key| *key != ButtonAction::Acknowledge.key());
+                record
+                    .buttons
+                    .retain(|key| *key != ButtonAction::Acknowledge.key());
                 self.notifier.cards().save(record).await;
                 "acted"
             }
@@ -275,15 +288,22 @@ impl Service {
                     "route {}: acknowledging card {} for {user}: WeCom refused the update: {failure}",
                     record.route, record.task_id
                 );
-                self.tell(record, user, &format!("认领未能显示在卡片上：{failure}")).await;
+                self.tell(record, user, &format!("认领未能显示在卡片上：{failure}"))
+                    .await;
                 "failed"
             }
         }
     }
 
-    async fn silence(&self, record: &mut CardRecord, user: &str, duration: Duration, code: &str) -> &'static str {
+    async fn silence(
+        &self,
+        record: &mut CardRecord,
+        user: &str,
+        duration: Duration,
+        code: &str,
+    ) -> &'static str {
         let created = self.create_silences(record, user, duration).await;
-        let length = humantime::format_duration(duration).to_string();
+        let length = short_duration(duration);
         match created {
             Ok(ids) => {
                 self.metrics
@@ -298,10 +318,10 @@ impl Service {
                     ids.join(", ")
                 );
                 let status = format!("已静默 {length} · {user}");
-                let body = cards::replace_buttons(record.agent_id, code, &status);
                 record.silenced_by = Some(user.to_string());
-                record.card = cards::with_status(&record.card, &status, |_| false);
+                record.card = cards::as_notice(&cards::with_status(&record.card, &status, |_| false));
                 record.buttons.clear();
+                let body = cards::replace_card(record.agent_id, code, &record.card);
                 self.notifier.cards().save(record).await;
                 match self.notifier.update_card(record, &body).await {
                     Ok(()) => self.notifier.count_update(&record.route, "silenced"),
@@ -313,7 +333,10 @@ impl Service {
                         self.tell(
                             record,
                             user,
-                            &format!("已静默 {length}（Alertmanager 静默 {}），但卡片未能更新：{failure}", ids.join(", ")),
+                            &format!(
+                                "已静默 {length}（Alertmanager 静默 {}），但卡片未能更新：{failure}",
+                                ids.join(", ")
+                            ),
                         )
                         .await;
                     }
@@ -354,9 +377,13 @@ impl Service {
     }
 
     /// One silence per alert of the card, matching its labels exactly; stops at the first
-    /// failure (the silences created so far stay: a second click creates the rest anew,
-    /// which Alertmanager merges as identical silences).
-    async fn create_silences(&self, record: &CardRecord, user: &str, duration: Duration) -> Result<Vec<String>, SilenceError> {
+    /// failure (the silences created so far stay, and a second click reuses them).
+    async fn create_silences(
+        &self,
+        record: &CardRecord,
+        user: &str,
+        duration: Duration,
+    ) -> Result<Vec<String>, SilenceError> {
         let client = self.callbacks.alertmanager(record)?;
         let starts_at = Utc::now();
         let ends_at = starts_at + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::hours(1));
@@ -372,7 +399,11 @@ impl Service {
                     record.task_id, record.route
                 ),
             };
-            ids.push(client.create_silence(&silence).await?);
+            // A second click (or a colleague's) reuses a silence that already covers it.
+            match client.find_active(labels).await? {
+                Some(existing) if existing.ends_at >= ends_at => ids.push(existing.id),
+                _ => ids.push(client.create_silence(&silence).await?),
+            }
         }
         Ok(ids)
     }

@@ -110,7 +110,13 @@ impl Service {
             metrics.storm_represented.with_label_values(&[&route.name]);
             if route.buttons.is_some() {
                 metrics.silences_created.with_label_values(&[&route.name]);
-                for reason in ["acknowledged", "silenced", "silence_failed", "resolved", "refused"] {
+                for reason in [
+                    "acknowledged",
+                    "silenced",
+                    "silence_failed",
+                    "resolved",
+                    "refused",
+                ] {
                     metrics.cards_updated.with_label_values(&[&route.name, reason]);
                 }
             }

@@ -129,7 +129,10 @@ async fn ten_groups_through_both_peers(stack: &HaStack) -> Figures {
         duplicate: stack
             .replica_sums(NOTIFICATIONS, &[("outcome", "duplicate")])
             .await,
-        delivered_via: [via(EXTERNAL_URLS[0]), via(EXTERNAL_URLS[1])],
+        delivered_via: [
+            via(&stack.alertmanagers[0].address),
+            via(&stack.alertmanagers[1].address),
+        ],
         send_calls: stack.wecom.send_calls(),
         silently_dropped: stack.wecom.silently_dropped(),
         suppressed_by_wecom: stack.wecom.duplicates_suppressed(),

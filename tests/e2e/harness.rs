@@ -50,6 +50,8 @@ pub struct Options {
     pub group_by: &'static str,
     /// More top-level sections of our config (e.g. `storm:`).
     pub service_extra: &'static str,
+    /// More keys of our config's app `ops` (e.g. `callback:`), indented by four spaces.
+    pub app_extra: String,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             alertmanager_token: WEBHOOK_TOKEN.to_string(),
             group_by: "[alertname, team]",
             service_extra: "",
+            app_extra: String::new(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl Stack {
             &ServiceConfig {
                 routes: &options.routes,
                 extra: options.service_extra,
+                app_extra: &options.app_extra,
                 ..ServiceConfig::default()
             },
         )
@@ -209,6 +213,8 @@ pub struct HaOptions {
     /// Both Alertmanagers' `group_by`, as YAML.
     pub group_by: &'static str,
     pub backend: StateBackend,
+    /// More keys of both replicas' app `ops`, indented by four spaces.
+    pub app_extra: String,
 }
 
 impl Default for HaOptions {
@@ -218,6 +224,7 @@ impl Default for HaOptions {
             group_interval: "2s",
             group_by: "[alertname]",
             backend: StateBackend::Redis,
+            app_extra: String::new(),
         }
     }
 }
@@ -228,11 +235,6 @@ impl Default for HaOptions {
 /// the first is being sent, and no send is ambiguous (timed out by us, yet delivered).
 pub const HA_WECOM_TIMEOUT: &str = "4s";
 pub const HA_DELIVERY_DEADLINE: &str = "6s";
-
-/// Alertmanager A's and B's `--web.external-url`: the webhook bodies differ in
-/// `externalURL`, and so do the messages rendered from them (the markdown template's
-/// silence links), so WeCom's own duplicate check cannot hide a message sent twice.
-pub const EXTERNAL_URLS: [&str; 2] = ["http://am-a.example/", "http://am-b.example/"];
 
 /// ```text
 ///        ┌─▶ Alertmanager A ──webhook──▶ alertmanager-wecom 1 ─┐
@@ -298,6 +300,7 @@ impl HaStack {
                 wecom_timeout: HA_WECOM_TIMEOUT,
                 delivery_deadline: HA_DELIVERY_DEADLINE,
                 extra: &state,
+                app_extra: &options.app_extra,
             };
             services.push(Service::start(&dir, &wecom.base_url(), &config).await);
         }
@@ -318,7 +321,11 @@ impl HaStack {
                 group_interval: options.group_interval,
                 group_by: options.group_by,
                 token: WEBHOOK_TOKEN,
-                external_url: Some(EXTERNAL_URLS[i]),
+                // Each its own address: the webhook bodies differ in `externalURL`, and so do
+                // the messages rendered from them (the markdown template's silence links),
+                // so WeCom's own duplicate check cannot hide a message sent twice; and a
+                // card's silence button reaches the Alertmanager that notified it.
+                external_url: None,
                 cluster: Some(Cluster {
                     listen_port: cluster_ports[i],
                     peer_ports: vec![cluster_ports[1 - i]],
@@ -404,6 +411,8 @@ struct ServiceConfig<'a> {
     delivery_deadline: &'a str,
     /// More top-level sections (e.g. `state:`), appended.
     extra: &'a str,
+    /// More keys of the app, indented by four spaces.
+    app_extra: &'a str,
 }
 
 impl Default for ServiceConfig<'_> {
@@ -413,6 +422,7 @@ impl Default for ServiceConfig<'_> {
             wecom_timeout: "1s",
             delivery_deadline: "2s",
             extra: "",
+            app_extra: "",
         }
     }
 }
@@ -432,6 +442,7 @@ impl Service {
             wecom_timeout,
             delivery_deadline,
             extra,
+            app_extra,
         } = config;
         let secret_file = write_secret(dir, "wecom-ops-secret", &format!("{OPS_SECRET}\n"));
         let token_file = write_secret(dir, "webhook-token", &format!("{WEBHOOK_TOKEN}\n"));
@@ -453,6 +464,7 @@ apps:
     corp_id: {CORP_ID}
     agent_id: {OPS_AGENT}
     secret_file: {secret_file}
+{app_extra}
 {routes}
 templates:
   timezone: Asia/Shanghai
@@ -671,6 +683,18 @@ receivers:
 
     pub async fn metrics(&self) -> Scrape {
         scrape(&self.http, &format!("{}/metrics", self.address)).await
+    }
+
+    /// GET /api/v2/silences: every silence Alertmanager holds.
+    pub async fn silences(&self) -> Vec<Value> {
+        self.http
+            .get(format!("{}/api/v2/silences", self.address))
+            .send()
+            .await
+            .expect("Alertmanager answers")
+            .json()
+            .await
+            .expect("a JSON list of silences")
     }
 
     /// `cluster.status` ("ready", "settling" or "disabled") and the number of peers it

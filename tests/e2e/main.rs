@@ -38,4 +38,5 @@ mod delivery;
 mod failures;
 mod ha;
 mod harness;
+mod interactive;
 mod storms;
