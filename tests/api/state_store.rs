@@ -760,3 +760,31 @@ async fn redis_going_away_falls_back_to_local_state_and_local_digests_go_out_aft
     let (other, _) = replica(&redis);
     assert_eq!(other.digests.due(10).await, [id(2)]);
 }
+
+#[tokio::test]
+async fn card_values_are_shared_by_replicas_taken_once_and_expire() {
+    let redis = RedisServer::start();
+    let (a, _) = replica(&redis);
+    let (b, _) = replica(&redis);
+    a.cards.put("card:am-1", b"record", HOUR).await;
+    assert_eq!(b.cards.get("card:am-1").await.as_deref(), Some(&b"record"[..]));
+    // A task id: the first writer's wins, on every replica.
+    assert_eq!(a.cards.put_new("task:k", b"am-a", HOUR).await, b"am-a");
+    assert_eq!(b.cards.put_new("task:k", b"am-b", HOUR).await, b"am-a");
+    // A code is taken by one replica only.
+    a.cards.put("code:am-1", b"code", HOUR).await;
+    let (first, second) = tokio::join!(a.cards.take("code:am-1"), b.cards.take("code:am-1"));
+    assert_eq!(
+        [first, second].iter().filter(|taken| taken.is_some()).count(),
+        1,
+        "one taker"
+    );
+    // Every key has its TTL.
+    b.cards.put("slot:s", b"am-1", Duration::from_millis(200)).await;
+    let Reply::Integer(ttl) = redis.command(&["PTTL", &format!("{PREFIX}card:slot:s")]).unwrap() else {
+        panic!("a TTL")
+    };
+    assert!((1..=200).contains(&ttl), "{ttl}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.cards.get("slot:s").await, None);
+}
