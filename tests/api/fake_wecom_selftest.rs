@@ -1621,3 +1621,105 @@ async fn a_duplicate_of_a_message_dropped_by_the_limit_is_not_delivered_either()
     send_ok(&fake, &client, &t, "alice", "new").await;
     assert_eq!(alice_got(&fake), 31);
 }
+
+// ---------------------------------------------------------------------------------------
+// Template cards and callbacks (fake_wecom_cards.rs)
+
+/// WeCom's published WXBizMsgCrypt sample, verbatim from the repository WeCom links as its
+/// official encryption library, sbzhu/weworkapi_python, file callback/Sample.py: the
+/// configuration ("假设企业在企业微信后台上设置的参数如下"), the URL-verification request of
+/// 使用示例一, the encrypted POST of 使用示例二 and the plaintext reply of 使用示例三 (which
+/// is what 使用示例二's ciphertext decrypts to).
+mod wecom_sample {
+    pub const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+    pub const ENCODING_AES_KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+    pub const CORP_ID: &str = "ww1436e0e65a779aee";
+    pub const VERIFY_MSG_SIG: &str = "012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb";
+    pub const VERIFY_TIMESTAMP: &str = "1476416373";
+    pub const VERIFY_NONCE: &str = "47744683";
+    pub const VERIFY_ECHOSTR: &str =
+        "fsi1xnbH4yQh0+PJxcOdhhK6TDXkjMyhEPA7xB2TGz6b+g7xyAbEkRxN/3cNXW9qdqjnoVzEtpbhnFyq6SVHyA==";
+    pub const REQ_MSG_SIG: &str = "0c3914025cb4b4d68103f6bfc8db550f79dcf48e";
+    pub const REQ_TIMESTAMP: &str = "1476422779";
+    pub const REQ_NONCE: &str = "1597212914";
+    pub const REQ_DATA: &str = "<xml><ToUserName><![CDATA[ww1436e0e65a779aee]]></ToUserName>\n<Encrypt><![CDATA[Kl7kjoSf6DMD1zh7rtrHjFaDapSCkaOnwu3bqLc5tAybhhMl9pFeK8NslNPVdMwmBQTNoW4mY7AIjeLvEl3NyeTkAgGzBhzTtRLNshw2AEew+kkYcD+Fq72Kt00fT0WnN87hGrW8SqGc+NcT3mu87Ha3dz1pSDi6GaUA6A0sqfde0VJPQbZ9U+3JWcoD4Z5jaU0y9GSh010wsHF8KZD24YhmZH4ch4Ka7ilEbjbfvhKkNL65HHL0J6EYJIZUC2pFrdkJ7MhmEbU2qARR4iQHE7wy24qy0cRX3Mfp6iELcDNfSsPGjUQVDGxQDCWjayJOpcwocugux082f49HKYg84EpHSGXAyh+/oxwaWbvL6aSDPOYuPDGOCI8jmnKiypE+]]></Encrypt>\n<AgentID><![CDATA[1000002]]></AgentID>\n</xml>";
+    pub const RESP_DATA: &str = "<xml><ToUserName>ww1436e0e65a779aee</ToUserName><FromUserName>ChenJiaShun</FromUserName><CreateTime>1476422779</CreateTime><MsgType>text</MsgType><Content>你好</Content><MsgId>1456453720</MsgId><AgentID>1000002</AgentID></xml>";
+}
+
+#[test]
+fn callback_crypto_reproduces_wecoms_published_samples() {
+    use wecom_sample::*;
+    // 使用示例一: the signature of the verification GET, then its echostr
+    let sig = callback_signature(TOKEN, VERIFY_TIMESTAMP, VERIFY_NONCE, VERIFY_ECHOSTR);
+    assert_eq!(sig, VERIFY_MSG_SIG);
+    let (echo, receive_id) = callback_decrypt(ENCODING_AES_KEY, VERIFY_ECHOSTR).unwrap();
+    assert_eq!(receive_id, CORP_ID);
+    // the sample does not print it; it is the 19-digit random string WeCom sends
+    assert_eq!(echo, b"1288432023552776189");
+
+    // 使用示例二: the POST's envelope, signature and plaintext
+    let encrypt = xml_field(REQ_DATA, "Encrypt").unwrap();
+    assert_eq!(xml_field(REQ_DATA, "ToUserName").as_deref(), Some(CORP_ID));
+    assert_eq!(xml_field(REQ_DATA, "AgentID").as_deref(), Some("1000002"));
+    assert_eq!(
+        callback_signature(TOKEN, REQ_TIMESTAMP, REQ_NONCE, &encrypt),
+        REQ_MSG_SIG
+    );
+    let (msg, receive_id) = callback_decrypt(ENCODING_AES_KEY, &encrypt).unwrap();
+    assert_eq!(String::from_utf8(msg).unwrap(), RESP_DATA);
+    assert_eq!(receive_id, CORP_ID);
+
+    // and the fake's encryption gives the published ciphertexts byte for byte, given the
+    // random prefixes those samples used (the first 16 plaintext bytes)
+    assert_eq!(
+        callback_encrypt(
+            ENCODING_AES_KEY,
+            CORP_ID,
+            RESP_DATA.as_bytes(),
+            *b"694ce5a83ae07fe3"
+        )
+        .unwrap(),
+        encrypt
+    );
+    assert_eq!(
+        callback_encrypt(
+            ENCODING_AES_KEY,
+            CORP_ID,
+            b"1288432023552776189",
+            *b"8908d0ff052afda0"
+        )
+        .unwrap(),
+        VERIFY_ECHOSTR
+    );
+    let fields = xml_fields(RESP_DATA).unwrap();
+    assert_eq!(fields[4], ("Content".to_string(), "你好".to_string()));
+}
+
+#[test]
+fn callback_decrypt_refuses_anything_wecom_would_not_send() {
+    use wecom_sample::*;
+    let encrypt = xml_field(REQ_DATA, "Encrypt").unwrap();
+    // a flipped ciphertext byte garbles the last block: its padding no longer checks out
+    let mut raw = encrypt.into_bytes();
+    let at = raw.len() - 6;
+    raw[at] = if raw[at] == b'A' { b'B' } else { b'A' };
+    assert!(callback_decrypt(ENCODING_AES_KEY, std::str::from_utf8(&raw).unwrap()).is_err());
+    // a ciphertext cut to 16 bytes is not a multiple of 32
+    assert!(callback_decrypt(ENCODING_AES_KEY, "MDEyMzQ1Njc4OWFiY2RlZg==").is_err());
+    assert!(callback_decrypt(ENCODING_AES_KEY, "not base64!").is_err());
+    // another key decrypts to garbage
+    let other = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    let (msg, id) =
+        callback_decrypt(other, &callback_encrypt(other, "wwx", b"hi", [7; 16]).unwrap()).unwrap();
+    assert_eq!((msg.as_slice(), id.as_str()), (&b"hi"[..], "wwx"));
+    assert!(callback_decrypt(
+        ENCODING_AES_KEY,
+        &callback_encrypt(other, "wwx", b"hi", [7; 16]).unwrap()
+    )
+    .map_or(true, |(m, i)| m != b"hi" || i != "wwx"));
+    assert!(callback_aes_key("short").is_err());
+    // the signature covers every part
+    let s = callback_signature("t", "1", "2", "x");
+    assert_ne!(s, callback_signature("t", "1", "2", "y"));
+    assert_eq!(s, callback_signature("t", "1", "2", "x"));
+}
