@@ -2311,3 +2311,377 @@ async fn updates_count_against_the_per_member_limit_of_message_send() {
         (vec!["carol".to_string()], vec!["alice".to_string()])
     );
 }
+
+/// How the test receiver answers one request.
+#[derive(Clone, Debug)]
+enum Answer {
+    /// POST: 200 with an empty body; GET: 200 with exactly the decrypted echostr.
+    Correct,
+    /// Sleep, then answer correctly.
+    After(Duration),
+    /// This status, empty body.
+    Status(u16),
+    /// GET: 200 with the decrypted echostr changed by this.
+    Echo(fn(&str) -> String),
+}
+
+/// One request the test receiver got, checked with the fake's own crypto.
+#[derive(Clone, Debug)]
+struct Received {
+    method: String,
+    query: std::collections::HashMap<String, String>,
+    raw_query: String,
+    body: Vec<u8>,
+    signature_ok: bool,
+    /// Decrypted Encrypt (POST) or echostr (GET).
+    plaintext: Option<String>,
+    receive_id: Option<String>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    answers: std::collections::VecDeque<Answer>,
+    received: Vec<Received>,
+}
+
+/// A small callback server that checks what the fake sends, as a service would.
+struct Receiver {
+    state: std::sync::Arc<std::sync::Mutex<ReceiverState>>,
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl Receiver {
+    async fn start(token: &'static str, key: &'static str) -> Receiver {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let handler = move |req: HttpRequest, body: web::Bytes| {
+            let state = shared.clone();
+            async move {
+                let query: std::collections::HashMap<String, String> =
+                    web::Query::from_query(req.query_string())
+                        .map(web::Query::into_inner)
+                        .unwrap_or_default();
+                let q = |k: &str| query.get(k).cloned().unwrap_or_default();
+                let encrypted = if req.method() == actix_web::http::Method::GET {
+                    q("echostr")
+                } else {
+                    xml_field(std::str::from_utf8(&body).unwrap_or(""), "Encrypt").unwrap_or_default()
+                };
+                let signature_ok =
+                    callback_signature(token, &q("timestamp"), &q("nonce"), &encrypted) == q("msg_signature");
+                let decrypted = callback_decrypt(key, &encrypted).ok();
+                let plaintext = decrypted
+                    .as_ref()
+                    .map(|(m, _)| String::from_utf8_lossy(m).into_owned());
+                let answer = {
+                    let mut st = state.lock().unwrap();
+                    st.received.push(Received {
+                        method: req.method().to_string(),
+                        query: query.clone(),
+                        raw_query: req.query_string().to_string(),
+                        body: body.to_vec(),
+                        signature_ok,
+                        plaintext: plaintext.clone(),
+                        receive_id: decrypted.map(|(_, id)| id),
+                    });
+                    st.answers.pop_front().unwrap_or(Answer::Correct)
+                };
+                let echo = plaintext.unwrap_or_default();
+                let is_get = req.method() == actix_web::http::Method::GET;
+                let correct = move || {
+                    if is_get {
+                        HttpResponse::Ok().content_type("text/plain").body(echo.clone())
+                    } else {
+                        HttpResponse::Ok().finish()
+                    }
+                };
+                match answer {
+                    Answer::Correct => correct(),
+                    Answer::After(d) => {
+                        tokio::time::sleep(d).await;
+                        correct()
+                    }
+                    Answer::Status(s) => {
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(s).unwrap()).finish()
+                    }
+                    Answer::Echo(f) => HttpResponse::Ok().body(f(&correct_echo(&req, key))),
+                }
+            }
+        };
+        let server = HttpServer::new(move || App::new().default_service(web::to(handler.clone())))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+        let url = format!("http://{}/wecom/callback", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        tokio::task::yield_now().await;
+        Receiver { state, url, handle }
+    }
+
+    fn answer(&self, answers: Vec<Answer>) {
+        self.state.lock().unwrap().answers.extend(answers);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+}
+
+/// The plaintext of a verification GET's echostr.
+fn correct_echo(req: &actix_web::HttpRequest, key: &str) -> String {
+    let query: std::collections::HashMap<String, String> =
+        actix_web::web::Query::from_query(req.query_string())
+            .map(actix_web::web::Query::into_inner)
+            .unwrap_or_default();
+    callback_decrypt(key, query.get("echostr").map(String::as_str).unwrap_or(""))
+        .map(|(m, _)| String::from_utf8_lossy(&m).into_owned())
+        .unwrap_or_default()
+}
+
+/// cards_setup() with the callback URL pointing at a fresh test receiver.
+async fn click_setup() -> (FakeWeCom, reqwest::Client, String, Receiver) {
+    let (fake, client, t) = cards_setup().await;
+    let receiver = Receiver::start(CB_TOKEN, CB_KEY).await;
+    fake.set_callback(AGENT, &receiver.url, CB_TOKEN, CB_KEY);
+    (fake, client, t, receiver)
+}
+
+#[tokio::test]
+async fn a_click_posts_the_documented_event_encrypted_and_signed() {
+    let (fake, client, t, receiver) = click_setup().await;
+    fake.set_clock_skew(3600);
+    fake.advance_time(Duration::from_secs(10));
+    let t = {
+        drop(t);
+        token(&fake, &client).await
+    };
+    let mut card = button_card("click-1");
+    card["button_list"][1]["key"] = json!("ack]]>&<x>");
+    let v = send_raw(&fake, &client, &t, &card_msg("alice|Bob", card)).await;
+    assert_eq!(code(&v), 0, "{v}");
+
+    let before = fake.wecom_now();
+    let click = fake.click("click-1", "ALICE", "ack]]>&<x>").await;
+    assert!(click.posted && click.acknowledged(), "{click:?}");
+    assert_eq!(click.deliveries.len(), 1);
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.method, "POST");
+    assert!(r.signature_ok, "{r:?}");
+    assert_eq!(r.receive_id.as_deref(), Some(CORP));
+    let mut keys: Vec<_> = r.query.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["msg_signature", "nonce", "timestamp"]);
+    assert!(r.raw_query.starts_with("msg_signature="), "{}", r.raw_query);
+    // envelope: ToUserName, Encrypt, AgentID
+    let envelope = xml_fields(std::str::from_utf8(&r.body).unwrap()).unwrap();
+    let names: Vec<_> = envelope.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["ToUserName", "Encrypt", "AgentID"]);
+    assert_eq!(
+        (envelope[0].1.as_str(), envelope[2].1.as_str()),
+        (CORP, "1000002")
+    );
+
+    // the event, field by field and in the documented order
+    let xml = r.plaintext.clone().unwrap();
+    assert_eq!(Some(&xml), click.event_xml.as_ref());
+    let fields = xml_fields(&xml).unwrap();
+    let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "ToUserName",
+            "FromUserName",
+            "CreateTime",
+            "MsgType",
+            "Event",
+            "EventKey",
+            "TaskId",
+            "CardType",
+            "ResponseCode",
+            "AgentID"
+        ]
+    );
+    let field = |n: &str| xml_field(&xml, n).unwrap();
+    assert_eq!(field("ToUserName"), CORP);
+    assert_eq!(field("FromUserName"), "alice");
+    assert_eq!(field("MsgType"), "event");
+    assert_eq!(field("Event"), "template_card_event");
+    assert_eq!(field("EventKey"), "ack]]>&<x>");
+    assert_eq!(field("TaskId"), "click-1");
+    assert_eq!(field("CardType"), "button_interaction");
+    assert_eq!(Some(field("ResponseCode")), click.response_code);
+    assert_eq!(field("AgentID"), "1000002");
+    // CreateTime and timestamp: WeCom's wall clock (skewed an hour, advanced 10 s)
+    let wecom = before.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let create_time: i64 = field("CreateTime").parse().unwrap();
+    assert!(
+        (wecom..=wecom + 2).contains(&create_time),
+        "{create_time} vs {wecom}"
+    );
+    assert_eq!(Some(create_time), click.create_time);
+    let ts: i64 = r.query["timestamp"].parse().unwrap();
+    assert!((wecom..=wecom + 2).contains(&ts));
+
+    // the click's ResponseCode updates the card once, and is recorded as the click's
+    let rc = click.response_code.clone().unwrap();
+    assert_eq!(fake.response_codes_issued("click-1").len(), 2);
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&rc, &["alice"], "已确认")).await),
+        0
+    );
+    assert_eq!(
+        fake.card_updates("click-1")[0].code_origin,
+        CodeOrigin::Click {
+            user: "alice".into(),
+            event_key: "ack]]>&<x>".into()
+        }
+    );
+
+    // the request replays byte for byte; arbitrary XML can be sent correctly signed
+    let (path_and_query, body) = fake.last_callback(AGENT).unwrap();
+    assert!(
+        path_and_query.starts_with("/wecom/callback?msg_signature="),
+        "{path_and_query}"
+    );
+    assert_eq!(
+        fake.post_callback_raw(AGENT, &path_and_query, body.clone()).await,
+        (200, String::new())
+    );
+    let replay = receiver.received().pop().unwrap();
+    assert_eq!(
+        (replay.raw_query, replay.body),
+        (r.raw_query.clone(), r.body.clone())
+    );
+    let (query, body) = fake.encrypt_for(AGENT, "<xml><Anything>x</Anything></xml>");
+    assert_eq!(
+        fake.post_callback_raw(AGENT, &format!("?{query}"), body).await.0,
+        200
+    );
+    let own = receiver.received().pop().unwrap();
+    assert!(own.signature_ok);
+    assert_eq!(
+        own.plaintext.as_deref(),
+        Some("<xml><Anything>x</Anything></xml>")
+    );
+}
+
+#[tokio::test]
+async fn clicks_are_refused_unless_the_member_sees_that_button() {
+    let (fake, client, t, receiver) = click_setup().await;
+    let rc = send_card(&fake, &client, &t, "alice|Bob", "refuse").await;
+    for (user, key, why) in [
+        ("carol", "ack", "not a recipient"),
+        ("zed", "ack", "not in the directory"),
+        ("alice", "nope", "no such key"),
+        ("alice", "", "the url button has no key"),
+    ] {
+        let c = fake.click("refuse", user, key).await;
+        assert!(
+            !c.posted && c.refused.is_some() && c.deliveries.is_empty(),
+            "{why}: {c:?}"
+        );
+    }
+    assert!(!fake.click("no-task", "alice", "ack").await.posted);
+    // greyed for alice: she can no longer click, Bob still can
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&rc, &["alice"], "已静默")).await),
+        0
+    );
+    assert!(fake.click("refuse", "alice", "ack").await.refused.is_some());
+    assert!(fake.click("refuse", "Bob", "silence:2h").await.acknowledged());
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(
+        fake.response_codes_issued("refuse").len(),
+        2,
+        "refused clicks issue no code"
+    );
+}
+
+#[tokio::test]
+async fn an_event_not_acknowledged_in_time_is_delivered_again() {
+    let (fake, client, t, receiver) = click_setup().await;
+    fake.set_callback_timeout(Duration::from_millis(300));
+    send_card(&fake, &client, &t, "alice", "slow").await;
+    receiver.answer(vec![Answer::After(Duration::from_millis(800)), Answer::Correct]);
+    let click = fake.click("slow", "alice", "ack").await;
+    assert!(click.acknowledged(), "{click:?}");
+    assert_eq!(click.deliveries.len(), 2);
+    let first = &click.deliveries[0];
+    assert!(first.timed_out && first.status.is_none(), "{first:?}");
+    assert!(first.elapsed >= Duration::from_millis(300) && first.elapsed < Duration::from_millis(800));
+    assert_eq!(click.deliveries[1].status, Some(200));
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    // the same event, sealed afresh
+    assert_eq!(got[0].plaintext, got[1].plaintext);
+    assert!(got.iter().all(|r| r.signature_ok));
+    assert_ne!(got[0].query["nonce"], got[1].query["nonce"]);
+    assert_ne!(got[0].query["msg_signature"], got[1].query["msg_signature"]);
+    assert_ne!(got[0].body, got[1].body);
+
+    // non-200 answers: three retries, then WeCom gives up
+    send_card(&fake, &client, &t, "alice", "failing").await;
+    receiver.answer(vec![Answer::Status(500); 4]);
+    let click = fake.click("failing", "alice", "ack").await;
+    assert!(!click.acknowledged());
+    let statuses: Vec<_> = click.deliveries.iter().map(|d| d.status).collect();
+    assert_eq!(statuses, vec![Some(500); 4]);
+    assert_eq!(receiver.received().len(), 6);
+    // a 500 then a 200: two deliveries
+    send_card(&fake, &client, &t, "alice", "flaky").await;
+    receiver.answer(vec![Answer::Status(502)]);
+    assert_eq!(fake.click("flaky", "alice", "ack").await.deliveries.len(), 2);
+}
+
+#[tokio::test]
+async fn url_verification_wants_exactly_the_plaintext_within_a_second() {
+    let (fake, _client, _t, receiver) = click_setup().await;
+    assert_eq!(fake.verify_callback_url(AGENT).await, Ok(()));
+    let got = receiver.received();
+    assert_eq!(got[0].method, "GET");
+    assert!(got[0].signature_ok, "{:?}", got[0]);
+    assert_eq!(got[0].receive_id.as_deref(), Some(CORP));
+    let echo = got[0].plaintext.clone().unwrap();
+    assert!(
+        echo.len() == 19 && echo.bytes().all(|b| b.is_ascii_digit()),
+        "{echo}"
+    );
+    assert!(got[0].raw_query.contains("&echostr="), "{}", got[0].raw_query);
+
+    receiver.answer(vec![Answer::Echo(|e| format!("{e}\n"))]);
+    assert!(
+        fake.verify_callback_url(AGENT).await.is_err(),
+        "a trailing newline"
+    );
+    receiver.answer(vec![Answer::Echo(|e| format!("\"{e}\""))]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err(), "quoted");
+    receiver.answer(vec![Answer::Echo(|e| format!("\u{feff}{e}"))]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err(), "a BOM");
+    receiver.answer(vec![Answer::Status(403)]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err());
+    receiver.answer(vec![Answer::After(Duration::from_millis(1300))]);
+    let slow = fake.verify_callback_url(AGENT).await;
+    assert!(slow.as_ref().is_err_and(|e| e.contains("no answer")), "{slow:?}");
+    // URL verification ignores set_callback_timeout: still 1 s
+    fake.set_callback_timeout(Duration::from_secs(5));
+    receiver.answer(vec![Answer::After(Duration::from_millis(1300))]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err());
+    assert_eq!(fake.verify_callback_url(AGENT).await, Ok(()));
+    // nothing listening
+    fake.set_callback(AGENT, "http://127.0.0.1:9/none", CB_TOKEN, CB_KEY);
+    assert!(fake.verify_callback_url(AGENT).await.is_err());
+}
