@@ -46,7 +46,20 @@
 //! "修改群聊会话", "应用推送消息" and the "全局错误码" list (the "appchat" section below lists
 //! every errcode and where the fake chose the stricter reading), and reads of the directory:
 //! `user/simplelist`, `department/simplelist` and `tag/get` (the "Directory reads" section).
+//!
+//! Interactive template cards and callbacks live in `fake_wecom_cards.rs` (module `cards`,
+//! re-exported here): an app's callback URL ([`FakeWeCom::set_callback`]), `template_card`
+//! messages of card_type `button_interaction` with their `response_code`,
+//! `message/update_template_card`, clicks delivered to the callback URL encrypted and signed
+//! as WeCom does ([`FakeWeCom::click`]), and the admin console's URL verification. That
+//! file's header lists what is modelled, every errcode and every stricter choice.
 #![allow(dead_code)]
+
+#[path = "fake_wecom_cards.rs"]
+mod cards;
+// the e2e suite includes this file too and uses none of the card API
+#[allow(unused_imports)]
+pub use cards::*;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -147,6 +160,8 @@ pub enum Endpoint {
     DepartmentSimpleList,
     /// `GET tag/get` (获取标签成员)
     TagGet,
+    /// `POST message/update_template_card` (更新模版卡片消息)
+    UpdateTemplateCard,
 }
 
 impl Endpoint {
@@ -236,6 +251,10 @@ impl FakeWeCom {
                     web::route().to(department_simplelist_handler),
                 )
                 .route("/cgi-bin/tag/get", web::route().to(tag_get_handler))
+                .route(
+                    "/cgi-bin/message/update_template_card",
+                    web::route().to(cards::update_template_card_handler),
+                )
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -279,6 +298,7 @@ impl FakeWeCom {
             current_token: None,
             appchat_allowed: true,
             directory_allowed: true,
+            callback: None,
         });
     }
 
@@ -796,6 +816,8 @@ struct AppReg {
     /// Whether the app may read the directory (user/simplelist, department/simplelist,
     /// tag/get); 60011 otherwise.
     directory_allowed: bool,
+    /// What the admin console's "API接收" saved ([`FakeWeCom::set_callback`]).
+    callback: Option<cards::CallbackConfig>,
 }
 
 /// A party (department) of the directory.
@@ -920,6 +942,8 @@ struct State {
     // ---- directory reads ----
     directory_faults: HashMap<Endpoint, VecDeque<Fault>>,
     directory_calls: HashMap<Endpoint, usize>,
+    // ---- template cards and callbacks (fake_wecom_cards.rs) ----
+    cards: cards::CardsState,
 }
 
 struct ChatState {
@@ -1005,6 +1029,7 @@ impl State {
             appchat_calls: HashMap::new(),
             directory_faults: HashMap::new(),
             directory_calls: HashMap::new(),
+            cards: cards::CardsState::default(),
         }
     }
 
@@ -1289,12 +1314,17 @@ impl State {
             },
         };
 
-        // 7. content
+        // 7. content (button_interaction cards: fake_wecom_cards.rs)
+        let interactive = msgtype == "template_card" && cards::is_button_interaction(obj);
         match msgtype.as_str() {
             "text" => check_text(obj)?,
             "markdown" => check_markdown(obj)?,
             "textcard" => check_textcard(obj)?,
-            "template_card" => check_template_card(obj)?,
+            "template_card" if interactive => self.check_send_button_interaction(token_app, obj)?,
+            "template_card" => {
+                check_template_card(obj)?;
+                self.check_text_notice_action_menu(token_app, obj)?;
+            }
             "news" => check_news(obj)?,
             _ => unreachable!("msgtype validated above"),
         }
@@ -1368,9 +1398,13 @@ impl State {
             }
         }
 
-        // 10. template_card task_id must be unique per app
+        // 10. template_card task_id must be unique per app (for ever; see fake_wecom_cards.rs
+        //     for why a button_interaction card answers 42014)
         if let Some(task_id) = task_id {
             if !self.task_ids.insert((agent_id, task_id)) {
+                if interactive {
+                    return Err((42014, "template_card task_id already used by this app").into());
+                }
                 return Err((40058, "template_card task_id already used").into());
             }
         }
@@ -1380,6 +1414,12 @@ impl State {
 
         // 11. per-member limits, counted now (at receipt): beyond 30 a minute or 1,000 an
         //     hour the member silently does not get it
+        let card_task = interactive.then(|| cards::NewTask {
+            card: body["template_card"].clone(),
+            parties: valid_parties.clone(),
+            tags: valid_tags.clone(),
+            recipients: reach.members.clone(),
+        });
         let mut members = Vec::new();
         for m in reach.members {
             if self.admit_member(token_app, &m, stamp) {
@@ -1399,9 +1439,15 @@ impl State {
                 users,
                 parties: valid_parties,
                 tags: valid_tags,
-                members,
+                members: members.clone(),
                 body,
             });
+        }
+        // 12. a button_interaction card becomes a task its members can click, and the reply
+        //     carries the response_code of the send (fake_wecom_cards.rs)
+        if let Some(task) = card_task {
+            let code = self.register_card_task(token_app, agent_id, task, &members);
+            ok["response_code"] = Value::String(code);
         }
         Ok(ok)
     }

@@ -1621,3 +1621,1067 @@ async fn a_duplicate_of_a_message_dropped_by_the_limit_is_not_delivered_either()
     send_ok(&fake, &client, &t, "alice", "new").await;
     assert_eq!(alice_got(&fake), 31);
 }
+
+// ---------------------------------------------------------------------------------------
+// Template cards and callbacks (fake_wecom_cards.rs)
+
+/// WeCom's published WXBizMsgCrypt sample, verbatim from the repository WeCom links as its
+/// official encryption library, sbzhu/weworkapi_python, file callback/Sample.py: the
+/// configuration ("假设企业在企业微信后台上设置的参数如下"), the URL-verification request of
+/// 使用示例一, the encrypted POST of 使用示例二 and the plaintext reply of 使用示例三 (which
+/// is what 使用示例二's ciphertext decrypts to).
+mod wecom_sample {
+    pub const TOKEN: &str = "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo";
+    pub const ENCODING_AES_KEY: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
+    pub const CORP_ID: &str = "ww1436e0e65a779aee";
+    pub const VERIFY_MSG_SIG: &str = "012bc692d0a58dd4b10f8dfe5c4ac00ae211ebeb";
+    pub const VERIFY_TIMESTAMP: &str = "1476416373";
+    pub const VERIFY_NONCE: &str = "47744683";
+    pub const VERIFY_ECHOSTR: &str =
+        "fsi1xnbH4yQh0+PJxcOdhhK6TDXkjMyhEPA7xB2TGz6b+g7xyAbEkRxN/3cNXW9qdqjnoVzEtpbhnFyq6SVHyA==";
+    pub const REQ_MSG_SIG: &str = "0c3914025cb4b4d68103f6bfc8db550f79dcf48e";
+    pub const REQ_TIMESTAMP: &str = "1476422779";
+    pub const REQ_NONCE: &str = "1597212914";
+    pub const REQ_DATA: &str = "<xml><ToUserName><![CDATA[ww1436e0e65a779aee]]></ToUserName>\n<Encrypt><![CDATA[Kl7kjoSf6DMD1zh7rtrHjFaDapSCkaOnwu3bqLc5tAybhhMl9pFeK8NslNPVdMwmBQTNoW4mY7AIjeLvEl3NyeTkAgGzBhzTtRLNshw2AEew+kkYcD+Fq72Kt00fT0WnN87hGrW8SqGc+NcT3mu87Ha3dz1pSDi6GaUA6A0sqfde0VJPQbZ9U+3JWcoD4Z5jaU0y9GSh010wsHF8KZD24YhmZH4ch4Ka7ilEbjbfvhKkNL65HHL0J6EYJIZUC2pFrdkJ7MhmEbU2qARR4iQHE7wy24qy0cRX3Mfp6iELcDNfSsPGjUQVDGxQDCWjayJOpcwocugux082f49HKYg84EpHSGXAyh+/oxwaWbvL6aSDPOYuPDGOCI8jmnKiypE+]]></Encrypt>\n<AgentID><![CDATA[1000002]]></AgentID>\n</xml>";
+    pub const RESP_DATA: &str = "<xml><ToUserName>ww1436e0e65a779aee</ToUserName><FromUserName>ChenJiaShun</FromUserName><CreateTime>1476422779</CreateTime><MsgType>text</MsgType><Content>你好</Content><MsgId>1456453720</MsgId><AgentID>1000002</AgentID></xml>";
+}
+
+#[test]
+fn callback_crypto_reproduces_wecoms_published_samples() {
+    use wecom_sample::*;
+    // 使用示例一: the signature of the verification GET, then its echostr
+    let sig = callback_signature(TOKEN, VERIFY_TIMESTAMP, VERIFY_NONCE, VERIFY_ECHOSTR);
+    assert_eq!(sig, VERIFY_MSG_SIG);
+    let (echo, receive_id) = callback_decrypt(ENCODING_AES_KEY, VERIFY_ECHOSTR).unwrap();
+    assert_eq!(receive_id, CORP_ID);
+    // the sample does not print it; it is the 19-digit random string WeCom sends
+    assert_eq!(echo, b"1288432023552776189");
+
+    // 使用示例二: the POST's envelope, signature and plaintext
+    let encrypt = xml_field(REQ_DATA, "Encrypt").unwrap();
+    assert_eq!(xml_field(REQ_DATA, "ToUserName").as_deref(), Some(CORP_ID));
+    assert_eq!(xml_field(REQ_DATA, "AgentID").as_deref(), Some("1000002"));
+    assert_eq!(
+        callback_signature(TOKEN, REQ_TIMESTAMP, REQ_NONCE, &encrypt),
+        REQ_MSG_SIG
+    );
+    let (msg, receive_id) = callback_decrypt(ENCODING_AES_KEY, &encrypt).unwrap();
+    assert_eq!(String::from_utf8(msg).unwrap(), RESP_DATA);
+    assert_eq!(receive_id, CORP_ID);
+
+    // and the fake's encryption gives the published ciphertexts byte for byte, given the
+    // random prefixes those samples used (the first 16 plaintext bytes)
+    assert_eq!(
+        callback_encrypt(
+            ENCODING_AES_KEY,
+            CORP_ID,
+            RESP_DATA.as_bytes(),
+            *b"694ce5a83ae07fe3"
+        )
+        .unwrap(),
+        encrypt
+    );
+    assert_eq!(
+        callback_encrypt(
+            ENCODING_AES_KEY,
+            CORP_ID,
+            b"1288432023552776189",
+            *b"8908d0ff052afda0"
+        )
+        .unwrap(),
+        VERIFY_ECHOSTR
+    );
+    let fields = xml_fields(RESP_DATA).unwrap();
+    assert_eq!(fields[4], ("Content".to_string(), "你好".to_string()));
+}
+
+#[test]
+fn callback_decrypt_refuses_anything_wecom_would_not_send() {
+    use wecom_sample::*;
+    let encrypt = xml_field(REQ_DATA, "Encrypt").unwrap();
+    // a flipped ciphertext byte garbles the last block: its padding no longer checks out
+    let mut raw = encrypt.into_bytes();
+    let at = raw.len() - 6;
+    raw[at] = if raw[at] == b'A' { b'B' } else { b'A' };
+    assert!(callback_decrypt(ENCODING_AES_KEY, std::str::from_utf8(&raw).unwrap()).is_err());
+    // a ciphertext cut to 16 bytes is not a multiple of 32
+    assert!(callback_decrypt(ENCODING_AES_KEY, "MDEyMzQ1Njc4OWFiY2RlZg==").is_err());
+    assert!(callback_decrypt(ENCODING_AES_KEY, "not base64!").is_err());
+    // another key decrypts to garbage
+    let other = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    let (msg, id) =
+        callback_decrypt(other, &callback_encrypt(other, "wwx", b"hi", [7; 16]).unwrap()).unwrap();
+    assert_eq!((msg.as_slice(), id.as_str()), (&b"hi"[..], "wwx"));
+    assert!(callback_decrypt(
+        ENCODING_AES_KEY,
+        &callback_encrypt(other, "wwx", b"hi", [7; 16]).unwrap()
+    )
+    .map_or(true, |(m, i)| m != b"hi" || i != "wwx"));
+    assert!(callback_aes_key("short").is_err());
+    // the signature covers every part
+    let s = callback_signature("t", "1", "2", "x");
+    assert_ne!(s, callback_signature("t", "1", "2", "y"));
+    assert_eq!(s, callback_signature("t", "1", "2", "x"));
+}
+
+const CB_TOKEN: &str = "fakeCallbackToken01";
+const CB_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+/// setup() plus carol and dave, party 2 {carol, dave}, tag 9 {dave}, and a callback URL
+/// nothing listens on (enough to send and update cards).
+async fn cards_setup() -> (FakeWeCom, reqwest::Client, String) {
+    let (fake, client) = setup().await;
+    fake.add_users(&["carol", "dave"]);
+    fake.add_party("3", &["carol", "dave"]);
+    fake.add_tag("9", &["dave"], &[]);
+    fake.set_callback(AGENT, "http://127.0.0.1:9/wecom", CB_TOKEN, CB_KEY);
+    let t = token(&fake, &client).await;
+    (fake, client, t)
+}
+
+fn button_card(task_id: &str) -> Value {
+    json!({
+        "card_type": "button_interaction",
+        "main_title": {"title": "DiskFull on db1", "desc": "critical"},
+        "sub_title_text": "disk / at 97%",
+        "horizontal_content_list": [{"keyname": "实例", "value": "db1:9100"}],
+        "card_action": {"type": 1, "url": "https://am.example/#/alerts"},
+        "task_id": task_id,
+        "button_list": [
+            {"text": "静默 2 小时", "style": 2, "key": "silence:2h"},
+            {"text": "确认", "style": 1, "key": "ack"},
+            {"type": 1, "text": "打开", "url": "https://am.example/"}
+        ]
+    })
+}
+
+fn card_msg(to: &str, card: Value) -> Value {
+    json!({"touser": to, "msgtype": "template_card", "agentid": AGENT, "template_card": card})
+}
+
+/// Sends a button card to `to` and answers the send's response_code.
+async fn send_card(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, to: &str, task_id: &str) -> String {
+    let v = send_raw(fake, client, tok, &card_msg(to, button_card(task_id))).await;
+    assert_eq!(code(&v), 0, "{v}");
+    v["response_code"].as_str().expect("response_code").to_string()
+}
+
+async fn update(fake: &FakeWeCom, client: &reqwest::Client, tok: &str, body: Value) -> Value {
+    reply(
+        client
+            .post(format!(
+                "{}message/update_template_card?access_token={tok}",
+                fake.base_url()
+            ))
+            .json(&body),
+    )
+    .await
+}
+
+fn grey(code: &str, users: &[&str], name: &str) -> Value {
+    json!({"userids": users, "agentid": AGENT, "response_code": code, "button": {"replace_name": name}})
+}
+
+#[tokio::test]
+async fn callback_cards_need_a_callback_url() {
+    let (fake, client) = setup().await;
+    let t = token(&fake, &client).await;
+    let v = send_raw(&fake, &client, &t, &card_msg("alice", button_card("t1"))).await;
+    assert_eq!(code(&v), 43012, "{v}");
+    // a text_notice with action_menu is a callback card too
+    let notice = json!({"card_type": "text_notice", "main_title": {"title": "t"},
+        "card_action": {"type": 1, "url": "https://a.example/"}, "task_id": "n1",
+        "action_menu": {"action_list": [{"text": "静默", "key": "m1"}]}});
+    assert_eq!(
+        code(&send_raw(&fake, &client, &t, &card_msg("alice", notice.clone())).await),
+        43012
+    );
+    assert!(fake.card_tasks().is_empty());
+
+    fake.set_callback(AGENT, "https://receiver.example/wecom?x=1", CB_TOKEN, CB_KEY);
+    let v = send_raw(&fake, &client, &t, &card_msg("alice", button_card("t1"))).await;
+    assert_eq!(code(&v), 0, "{v}");
+    let rc = v["response_code"].as_str().unwrap();
+    assert!(rc.len() >= 32, "{rc}");
+    assert_eq!(fake.card_tasks(), vec!["t1"]);
+    assert_eq!(fake.response_codes_issued("t1"), vec![rc.to_string()]);
+    assert_eq!(fake.card_view("t1", "ALICE").unwrap(), button_card("t1"));
+    assert_eq!(fake.card_view("t1", "Bob"), None);
+    // text_notice: accepted once the app has a callback, but it gets no response_code
+    let v = send_raw(&fake, &client, &t, &card_msg("alice", notice)).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert!(v.get("response_code").is_none(), "{v}");
+    let no_task = json!({"card_type": "text_notice", "main_title": {"title": "t"},
+        "card_action": {"type": 1, "url": "https://a.example/"},
+        "action_menu": {"action_list": [{"text": "静默", "key": "m1"}]}});
+    assert_eq!(
+        code(&send_raw(&fake, &client, &t, &card_msg("alice", no_task)).await),
+        42014
+    );
+}
+
+#[tokio::test]
+#[should_panic(expected = "EncodingAESKey must be 43")]
+async fn set_callback_panics_on_a_bad_key() {
+    let (fake, _) = setup().await;
+    fake.set_callback(AGENT, "https://r.example/", "tok", "tooShort");
+}
+
+#[tokio::test]
+async fn button_interaction_cards_are_checked_rule_by_rule() {
+    let (fake, client, t) = cards_setup().await;
+    let key = |n: usize| "k".repeat(n);
+    // (what is wrong, the card, the errcode)
+    let mut cases: Vec<(&str, Value, i64)> = Vec::new();
+    let mut case = |what: &'static str, expected: i64, change: &dyn Fn(&mut Value)| {
+        let mut card = button_card(&format!("case{}", cases.len()));
+        change(&mut card);
+        cases.push((what, card, expected));
+    };
+    case("no task_id", 42014, &|c| {
+        drop(c.as_object_mut().unwrap().remove("task_id"))
+    });
+    case("empty task_id", 42014, &|c| c["task_id"] = json!(""));
+    case("task_id of 129 bytes", 42014, &|c| {
+        c["task_id"] = json!("t".repeat(129))
+    });
+    case("task_id with a space", 42014, &|c| c["task_id"] = json!("a b"));
+    case("no main_title", 42033, &|c| {
+        drop(c.as_object_mut().unwrap().remove("main_title"))
+    });
+    case("empty main_title.title", 42033, &|c| {
+        c["main_title"]["title"] = json!("")
+    });
+    case("main_title of 37 characters", 40058, &|c| {
+        c["main_title"]["title"] = json!("告".repeat(37))
+    });
+    case("desc of 45 characters", 40058, &|c| {
+        c["main_title"]["desc"] = json!("d".repeat(45))
+    });
+    case("sub_title_text of 161", 40058, &|c| {
+        c["sub_title_text"] = json!("s".repeat(161))
+    });
+    case("no button_list", 40058, &|c| {
+        drop(c.as_object_mut().unwrap().remove("button_list"))
+    });
+    case("no buttons", 40058, &|c| c["button_list"] = json!([]));
+    case("seven buttons", 40058, &|c| {
+        c["button_list"] = json!((0..7)
+            .map(|i| json!({"text": "b", "key": format!("k{i}")}))
+            .collect::<Vec<_>>())
+    });
+    case("button without text", 42038, &|c| {
+        drop(c["button_list"][0].as_object_mut().unwrap().remove("text"))
+    });
+    case("button text of 11 characters", 42038, &|c| {
+        c["button_list"][0]["text"] = json!("静".repeat(11))
+    });
+    case("callback button without key", 42039, &|c| {
+        drop(c["button_list"][1].as_object_mut().unwrap().remove("key"))
+    });
+    case("key of 1025 bytes", 42039, &|c| {
+        c["button_list"][1]["key"] = json!(key(1025))
+    });
+    case("duplicate key", 42039, &|c| {
+        c["button_list"][1]["key"] = json!("silence:2h")
+    });
+    case("key also in action_menu", 42039, &|c| {
+        c["action_menu"] = json!({"action_list": [{"text": "x", "key": "ack"}]})
+    });
+    case(
+        "repeated action_menu key",
+        42051,
+        &|c| {
+            c["action_menu"] = json!({"action_list": [{"text": "x", "key": "m"}, {"text": "y", "key": "m"}]})
+        },
+    );
+    case("style 5", 40058, &|c| c["button_list"][0]["style"] = json!(5));
+    case("style 0", 40058, &|c| c["button_list"][0]["style"] = json!(0));
+    case("button type 2", 40058, &|c| {
+        c["button_list"][0]["type"] = json!(2)
+    });
+    case("url button without url", 42028, &|c| {
+        drop(c["button_list"][2].as_object_mut().unwrap().remove("url"))
+    });
+    case("card_action of a mini program", 42045, &|c| {
+        c["card_action"] = json!({"type": 2, "appid": "wx1"})
+    });
+    case("card_action with a bad url", 42045, &|c| {
+        c["card_action"]["url"] = json!("ftp://x")
+    });
+    case("card_action without url", 42028, &|c| {
+        c["card_action"] = json!({"type": 1})
+    });
+    case("keyname missing", 42027, &|c| {
+        c["horizontal_content_list"] = json!([{"value": "v"}])
+    });
+    case("keyname of 6 characters", 40058, &|c| {
+        c["horizontal_content_list"][0]["keyname"] = json!("实例实例实例")
+    });
+    case("seven rows", 42035, &|c| {
+        c["horizontal_content_list"] = json!((0..7).map(|_| json!({"keyname": "k"})).collect::<Vec<_>>())
+    });
+    case("member row of a stranger", 42050, &|c| {
+        c["horizontal_content_list"] = json!([{"keyname": "值班", "type": 3, "userid": "zed"}])
+    });
+    case("selection without options", 42037, &|c| {
+        c["button_selection"] = json!({"question_key": "q", "option_list": []})
+    });
+    case("selection without question_key", 42043, &|c| {
+        c["button_selection"] = json!({"option_list": [{"id": "a", "text": "A"}]})
+    });
+    case(
+        "repeated option id",
+        42040,
+        &|c| {
+            c["button_selection"] = json!({"question_key": "q", "option_list": [{"id": "a", "text": "A"}, {"id": "a", "text": "B"}]})
+        },
+    );
+    case("replace_text in a send", 40058, &|c| {
+        c["replace_text"] = json!("已处理")
+    });
+    case("main_title not an object", 40058, &|c| {
+        c["main_title"] = json!("t")
+    });
+    for (what, card, expected) in cases {
+        let v = send_raw(&fake, &client, &t, &card_msg("alice", card)).await;
+        assert_eq!(code(&v), expected, "{what}: {v}");
+    }
+    assert!(fake.card_tasks().is_empty(), "nothing refused became a task");
+
+    // the limits themselves are allowed: 6 buttons of 10 characters, 1024-byte keys,
+    // a 128-byte task_id of every allowed character, styles 1..=4, no card_action at all
+    let mut card = button_card(&format!("{}_-@{}", "T".repeat(64), "9".repeat(61)));
+    card.as_object_mut().unwrap().remove("card_action");
+    card["button_list"] = json!((1..=6)
+        .map(|i| json!({"text": "按".repeat(10), "style": (i % 4) + 1, "key": format!("{i}{}", key(1023))}))
+        .collect::<Vec<_>>());
+    card["main_title"]["title"] = json!("告".repeat(36));
+    let v = send_raw(&fake, &client, &t, &card_msg("alice", card)).await;
+    assert_eq!(code(&v), 0, "{v}");
+}
+
+#[tokio::test]
+async fn a_task_id_is_used_once_per_app_for_ever() {
+    let (fake, client, t) = cards_setup().await;
+    send_card(&fake, &client, &t, "alice", "dup-1").await;
+    fake.advance_time(Duration::from_secs(30 * 86_400));
+    let t = token(&fake, &client).await;
+    let v = send_raw(&fake, &client, &t, &card_msg("Bob", button_card("dup-1"))).await;
+    assert_eq!(code(&v), 42014, "{v}");
+    // another app may use it
+    fake.add_app(CORP, "secret-two", 1000003);
+    fake.set_callback(1000003, "http://127.0.0.1:9/two", CB_TOKEN, CB_KEY);
+    let t2 = gettoken(&fake, &client, CORP, "secret-two").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut other = card_msg("Bob", button_card("dup-1"));
+    other["agentid"] = json!(1000003);
+    assert_eq!(code(&send_raw(&fake, &client, &t2, &other).await), 0);
+    // a repeat the duplicate check suppresses is answered ok, without a response_code
+    let mut dedup = card_msg("alice", button_card("dup-2"));
+    dedup["enable_duplicate_check"] = json!(1);
+    let first = send_raw(&fake, &client, &t, &dedup).await;
+    assert!(first["response_code"].is_string(), "{first}");
+    let again = send_raw(&fake, &client, &t, &dedup).await;
+    assert_eq!(code(&again), 0);
+    assert!(again.get("response_code").is_none(), "{again}");
+    assert_eq!(fake.response_codes_issued("dup-2").len(), 1);
+}
+
+#[tokio::test]
+async fn a_response_code_works_once_for_its_app_within_72_hours() {
+    let (fake, client, t) = cards_setup().await;
+    let a = send_card(&fake, &client, &t, "alice", "rc-a").await;
+    let b = send_card(&fake, &client, &t, "alice", "rc-b").await;
+    let c = send_card(&fake, &client, &t, "alice", "rc-c").await;
+
+    // refused before the code is looked at: not consumed
+    let bad_token = update(&fake, &client, "nope", grey(&a, &["alice"], "已确认")).await;
+    assert_eq!(code(&bad_token), 40014);
+    let mut wrong_agent = grey(&a, &["alice"], "已确认");
+    wrong_agent["agentid"] = json!(42);
+    assert_eq!(code(&update(&fake, &client, &t, wrong_agent).await), 40056);
+    // a code that does not exist
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey("no-such-code", &["alice"], "x")).await),
+        60140
+    );
+    let mut missing = grey(&a, &["alice"], "x");
+    missing.as_object_mut().unwrap().remove("response_code");
+    assert_eq!(code(&update(&fake, &client, &t, missing).await), 60140);
+
+    // just under 72 h: good, once
+    fake.advance_time(RESPONSE_CODE_LIFETIME - Duration::from_secs(1));
+    let t = token(&fake, &client).await;
+    let v = update(&fake, &client, &t, grey(&a, &["alice"], "已确认")).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert_eq!(v["invaliduser"], json!([]));
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&a, &["alice"], "已确认")).await),
+        60140
+    );
+    let updates = fake.card_updates("rc-a");
+    assert_eq!(updates.len(), 1, "the refused repeat is not the task's");
+    assert_eq!(
+        (updates[0].errcode, updates[0].code_origin.clone()),
+        (0, CodeOrigin::Send)
+    );
+    assert_eq!(updates[0].applied_to, vec!["alice"]);
+
+    // a call refused after the code was checked still used it up
+    let both = json!({"userids": ["alice"], "agentid": AGENT, "response_code": b,
+        "button": {"replace_name": "x"}, "template_card": button_card("rc-b")});
+    assert_eq!(code(&update(&fake, &client, &t, both).await), 40058);
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&b, &["alice"], "已确认")).await),
+        60140
+    );
+    assert_eq!(fake.card_updates("rc-b")[0].errcode, 40058);
+    assert!(fake
+        .card_view("rc-b", "alice")
+        .unwrap()
+        .get("button_replaced")
+        .is_none());
+
+    // 72 h and a second: expired
+    fake.advance_time(Duration::from_secs(2));
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&c, &["alice"], "已确认")).await),
+        60140
+    );
+    assert!(fake.card_updates("rc-c").is_empty());
+
+    // another app's code
+    let d = send_card(&fake, &client, &t, "alice", "rc-d").await;
+    fake.add_app(CORP, "secret-two", 1000003);
+    let t2 = gettoken(&fake, &client, CORP, "secret-two").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut foreign = grey(&d, &["alice"], "x");
+    foreign["agentid"] = json!(1000003);
+    assert_eq!(code(&update(&fake, &client, &t2, foreign).await), 42015);
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&d, &["alice"], "已确认")).await),
+        0
+    );
+    assert_eq!(fake.update_calls(), 11);
+}
+
+#[tokio::test]
+async fn replace_name_greys_the_buttons_of_the_recipients_named_and_no_one_else() {
+    let (fake, client, t) = cards_setup().await;
+    let first = send_card(&fake, &client, &t, "alice|Bob", "grey-1").await;
+    let v = update(
+        &fake,
+        &client,
+        &t,
+        grey(&first, &["ALICE", "carol", "Zed"], "已静默"),
+    )
+    .await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert_eq!(
+        v["invaliduser"],
+        json!(["carol", "zed"]),
+        "not recipients, lower-cased"
+    );
+    let alice = fake.card_view("grey-1", "alice").unwrap();
+    assert_eq!(alice["button_replaced"], "已静默");
+    assert!(alice.get("button_list").is_none(), "{alice}");
+    assert_eq!(alice["main_title"], button_card("grey-1")["main_title"]);
+    assert_eq!(fake.card_view("grey-1", "Bob").unwrap(), button_card("grey-1"));
+    let u = &fake.card_updates("grey-1")[0];
+    assert_eq!(u.applied_to, vec!["alice"]);
+    assert_eq!(u.invalid_users, vec!["carol", "zed"]);
+    assert_eq!(u.body["button"]["replace_name"], "已静默");
+
+    // each of these needs a fresh code: a new card each time
+    let mut n = 0;
+    let mut fresh = || {
+        n += 1;
+        format!("grey-{}", n + 1)
+    };
+    let id = fresh();
+    let rc = send_card(&fake, &client, &t, "alice", &id).await;
+    let none = json!({"agentid": AGENT, "response_code": rc, "button": {"replace_name": "x"}});
+    assert_eq!(code(&update(&fake, &client, &t, none).await), 82001);
+    let id = fresh();
+    let rc = send_card(&fake, &client, &t, "alice", &id).await;
+    let all_invalid = json!({"userids": ["Bob"], "partyids": [3], "tagids": [9], "agentid": AGENT,
+        "response_code": rc, "button": {"replace_name": "x"}});
+    let v = update(&fake, &client, &t, all_invalid).await;
+    assert_eq!(code(&v), 81013, "{v}");
+    assert_eq!(
+        (
+            v["invaliduser"].clone(),
+            v["invalidparty"].clone(),
+            v["invalidtag"].clone()
+        ),
+        (json!(["bob"]), json!([3]), json!([9]))
+    );
+    let id = fresh();
+    let rc = send_card(&fake, &client, &t, "alice", &id).await;
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&rc, &["alice"], "")).await),
+        42020
+    );
+    let id = fresh();
+    let rc = send_card(&fake, &client, &t, "alice", &id).await;
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&rc, &["alice"], &"长".repeat(11))).await),
+        40058
+    );
+    let id = fresh();
+    let rc = send_card(&fake, &client, &t, "alice", &id).await;
+    let strings =
+        json!({"partyids": ["3"], "agentid": AGENT, "response_code": rc, "button": {"replace_name": "x"}});
+    assert_eq!(code(&update(&fake, &client, &t, strings).await), 40058);
+    for i in 2..=6 {
+        assert_eq!(
+            fake.card_view(&format!("grey-{i}"), "alice").unwrap(),
+            button_card(&format!("grey-{i}"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn partyids_tagids_and_atall_update_the_recipients_they_reach() {
+    let (fake, client, t) = cards_setup().await;
+    // alice by name, carol and dave through party 3
+    let mut msg = card_msg("alice", button_card("reach"));
+    msg["toparty"] = json!("3");
+    let v = send_raw(&fake, &client, &t, &msg).await;
+    let rc = v["response_code"].as_str().unwrap().to_string();
+    assert_eq!(fake.card_members("reach"), vec!["alice", "carol", "dave"]);
+    let by_party = json!({"partyids": [3], "tagids": [9], "agentid": AGENT, "response_code": rc,
+        "button": {"replace_name": "已确认"}});
+    let v = update(&fake, &client, &t, by_party).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert_eq!(v["invalidtag"], json!([9]), "the card was not sent to tag 9");
+    assert_eq!(fake.card_updates("reach")[0].applied_to, vec!["carol", "dave"]);
+    assert!(fake
+        .card_view("reach", "alice")
+        .unwrap()
+        .get("button_replaced")
+        .is_none());
+
+    // atall: every recipient of the task, whatever else the body names
+    let mut msg = card_msg("alice|Bob", button_card("everyone"));
+    msg["totag"] = json!("9");
+    let v = send_raw(&fake, &client, &t, &msg).await;
+    let rc = v["response_code"].as_str().unwrap().to_string();
+    let all = json!({"atall": 1, "userids": ["carol"], "agentid": AGENT, "response_code": rc,
+        "button": {"replace_name": "已确认"}});
+    let v = update(&fake, &client, &t, all).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert_eq!(
+        fake.card_updates("everyone")[0].applied_to,
+        vec!["Bob", "alice", "dave"]
+    );
+}
+
+#[tokio::test]
+async fn a_full_replacement_is_checked_like_a_send_and_brings_its_own_buttons() {
+    let (fake, client, t) = cards_setup().await;
+    let replace = |rc: &str, card: Value| json!({"userids": ["alice"], "agentid": AGENT, "response_code": rc, "template_card": card});
+
+    let rc = send_card(&fake, &client, &t, "alice|Bob", "full").await;
+    let mut next = button_card("full");
+    next.as_object_mut().unwrap().remove("task_id");
+    next["main_title"]["title"] = json!("DiskFull on db1 (silenced)");
+    next["button_list"] = json!([{"text": "取消静默", "key": "unsilence"}]);
+    let v = update(&fake, &client, &t, replace(&rc, next.clone())).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert_eq!(fake.card_view("full", "alice").unwrap(), next);
+    assert_eq!(fake.card_view("full", "Bob").unwrap(), button_card("full"));
+
+    // replace_text: the new card with one grey label instead of its buttons
+    let rc = send_card(&fake, &client, &t, "alice", "full-2").await;
+    let mut done = button_card("full-2");
+    done["replace_text"] = json!("已处理");
+    assert_eq!(code(&update(&fake, &client, &t, replace(&rc, done)).await), 0);
+    let view = fake.card_view("full-2", "alice").unwrap();
+    assert_eq!(
+        (view["button_replaced"].as_str(), view.get("button_list")),
+        (Some("已处理"), None)
+    );
+
+    // a text_notice replacement: no buttons left
+    let rc = send_card(&fake, &client, &t, "alice", "full-3").await;
+    let notice = json!({"card_type": "text_notice", "main_title": {"title": "resolved"},
+        "card_action": {"type": 1, "url": "https://am.example/"}});
+    assert_eq!(
+        code(&update(&fake, &client, &t, replace(&rc, notice.clone())).await),
+        0
+    );
+    assert_eq!(fake.card_view("full-3", "alice").unwrap(), notice);
+
+    // refused replacements (each consumes its code)
+    let refusals: Vec<(&str, Value, i64)> = vec![
+        ("another task_id", button_card("elsewhere"), 42014),
+        (
+            "a card type the fake does not model",
+            json!({"card_type": "vote_interaction"}),
+            42031,
+        ),
+        (
+            "a send rule broken",
+            {
+                let mut c = button_card("x");
+                c.as_object_mut().unwrap().remove("task_id");
+                c["button_list"][0]["text"] = json!("");
+                c
+            },
+            42038,
+        ),
+        (
+            "a text_notice without card_action",
+            json!({"card_type": "text_notice", "main_title": {"title": "t"}}),
+            40058,
+        ),
+        (
+            "replace_text of 11 characters",
+            {
+                let mut c = button_card("x");
+                c.as_object_mut().unwrap().remove("task_id");
+                c["replace_text"] = json!("已".repeat(11));
+                c
+            },
+            40058,
+        ),
+    ];
+    for (i, (what, card, expected)) in refusals.into_iter().enumerate() {
+        let id = format!("refused-{i}");
+        let rc = send_card(&fake, &client, &t, "alice", &id).await;
+        let v = update(&fake, &client, &t, replace(&rc, card)).await;
+        assert_eq!(code(&v), expected, "{what}: {v}");
+        assert_eq!(fake.card_view(&id, "alice").unwrap(), button_card(&id), "{what}");
+        let v = update(&fake, &client, &t, grey(&rc, &["alice"], "x")).await;
+        assert_eq!(code(&v), 60140, "{what}: the code is used up");
+    }
+}
+
+#[tokio::test]
+async fn updates_count_against_the_per_member_limit_of_message_send() {
+    let (fake, client, t) = cards_setup().await;
+    let rc = send_card(&fake, &client, &t, "alice|Bob", "busy").await; // 1 each
+    for i in 0..29 {
+        send_ok(&fake, &client, &t, "alice", &format!("m{i}")).await; // alice: 30
+    }
+    let v = update(&fake, &client, &t, grey(&rc, &["alice", "Bob"], "已确认")).await;
+    assert_eq!(code(&v), 0, "over the limit is still errcode 0: {v}");
+    let u = &fake.card_updates("busy")[0];
+    assert_eq!(
+        (u.applied_to.clone(), u.dropped_for.clone()),
+        (vec!["Bob".to_string()], vec!["alice".to_string()])
+    );
+    assert!(fake
+        .card_view("busy", "alice")
+        .unwrap()
+        .get("button_replaced")
+        .is_none());
+    assert_eq!(
+        fake.card_view("busy", "Bob").unwrap()["button_replaced"],
+        "已确认"
+    );
+    // Bob: the card and the update make 2; 28 more messages fit, the 29th is dropped
+    for i in 0..28 {
+        send_ok(&fake, &client, &t, "Bob", &format!("b{i}")).await;
+    }
+    assert_eq!(fake.silently_dropped(), 0);
+    send_ok(&fake, &client, &t, "Bob", "one too many").await;
+    assert_eq!(fake.silently_dropped(), 1);
+
+    // a member the send itself dropped never got the card: nothing to update, nothing counted
+    let v = send_raw(&fake, &client, &t, &card_msg("alice|carol", button_card("late"))).await;
+    let rc = v["response_code"].as_str().unwrap().to_string();
+    assert_eq!(fake.card_members("late"), vec!["carol"]);
+    assert_eq!(fake.card_view("late", "alice"), None);
+    let v = update(&fake, &client, &t, grey(&rc, &["alice", "carol"], "已确认")).await;
+    assert_eq!(
+        (code(&v), v["invaliduser"].clone()),
+        (0, json!([])),
+        "alice is a recipient all the same"
+    );
+    let u = &fake.card_updates("late")[0];
+    assert_eq!(
+        (u.applied_to.clone(), u.skipped.clone()),
+        (vec!["carol".to_string()], vec!["alice".to_string()])
+    );
+}
+
+/// How the test receiver answers one request.
+#[derive(Clone, Debug)]
+enum Answer {
+    /// POST: 200 with an empty body; GET: 200 with exactly the decrypted echostr.
+    Correct,
+    /// Sleep, then answer correctly.
+    After(Duration),
+    /// This status, empty body.
+    Status(u16),
+    /// GET: 200 with the decrypted echostr changed by this.
+    Echo(fn(&str) -> String),
+}
+
+/// One request the test receiver got, checked with the fake's own crypto.
+#[derive(Clone, Debug)]
+struct Received {
+    method: String,
+    query: std::collections::HashMap<String, String>,
+    raw_query: String,
+    body: Vec<u8>,
+    signature_ok: bool,
+    /// Decrypted Encrypt (POST) or echostr (GET).
+    plaintext: Option<String>,
+    receive_id: Option<String>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    answers: std::collections::VecDeque<Answer>,
+    received: Vec<Received>,
+}
+
+/// A small callback server that checks what the fake sends, as a service would.
+struct Receiver {
+    state: std::sync::Arc<std::sync::Mutex<ReceiverState>>,
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl Receiver {
+    async fn start(token: &'static str, key: &'static str) -> Receiver {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let handler = move |req: HttpRequest, body: web::Bytes| {
+            let state = shared.clone();
+            async move {
+                let query: std::collections::HashMap<String, String> =
+                    web::Query::from_query(req.query_string())
+                        .map(web::Query::into_inner)
+                        .unwrap_or_default();
+                let q = |k: &str| query.get(k).cloned().unwrap_or_default();
+                let encrypted = if req.method() == actix_web::http::Method::GET {
+                    q("echostr")
+                } else {
+                    xml_field(std::str::from_utf8(&body).unwrap_or(""), "Encrypt").unwrap_or_default()
+                };
+                let signature_ok =
+                    callback_signature(token, &q("timestamp"), &q("nonce"), &encrypted) == q("msg_signature");
+                let decrypted = callback_decrypt(key, &encrypted).ok();
+                let plaintext = decrypted
+                    .as_ref()
+                    .map(|(m, _)| String::from_utf8_lossy(m).into_owned());
+                let answer = {
+                    let mut st = state.lock().unwrap();
+                    st.received.push(Received {
+                        method: req.method().to_string(),
+                        query: query.clone(),
+                        raw_query: req.query_string().to_string(),
+                        body: body.to_vec(),
+                        signature_ok,
+                        plaintext: plaintext.clone(),
+                        receive_id: decrypted.map(|(_, id)| id),
+                    });
+                    st.answers.pop_front().unwrap_or(Answer::Correct)
+                };
+                let echo = plaintext.unwrap_or_default();
+                let is_get = req.method() == actix_web::http::Method::GET;
+                let correct = move || {
+                    if is_get {
+                        HttpResponse::Ok().content_type("text/plain").body(echo.clone())
+                    } else {
+                        HttpResponse::Ok().finish()
+                    }
+                };
+                match answer {
+                    Answer::Correct => correct(),
+                    Answer::After(d) => {
+                        tokio::time::sleep(d).await;
+                        correct()
+                    }
+                    Answer::Status(s) => {
+                        HttpResponse::build(actix_web::http::StatusCode::from_u16(s).unwrap()).finish()
+                    }
+                    Answer::Echo(f) => HttpResponse::Ok().body(f(&correct_echo(&req, key))),
+                }
+            }
+        };
+        let server = HttpServer::new(move || App::new().default_service(web::to(handler.clone())))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .bind(("127.0.0.1", 0))
+            .unwrap();
+        let url = format!("http://{}/wecom/callback", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        tokio::task::yield_now().await;
+        Receiver { state, url, handle }
+    }
+
+    fn answer(&self, answers: Vec<Answer>) {
+        self.state.lock().unwrap().answers.extend(answers);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+}
+
+/// The plaintext of a verification GET's echostr.
+fn correct_echo(req: &actix_web::HttpRequest, key: &str) -> String {
+    let query: std::collections::HashMap<String, String> =
+        actix_web::web::Query::from_query(req.query_string())
+            .map(actix_web::web::Query::into_inner)
+            .unwrap_or_default();
+    callback_decrypt(key, query.get("echostr").map(String::as_str).unwrap_or(""))
+        .map(|(m, _)| String::from_utf8_lossy(&m).into_owned())
+        .unwrap_or_default()
+}
+
+/// cards_setup() with the callback URL pointing at a fresh test receiver.
+async fn click_setup() -> (FakeWeCom, reqwest::Client, String, Receiver) {
+    let (fake, client, t) = cards_setup().await;
+    let receiver = Receiver::start(CB_TOKEN, CB_KEY).await;
+    fake.set_callback(AGENT, &receiver.url, CB_TOKEN, CB_KEY);
+    (fake, client, t, receiver)
+}
+
+#[tokio::test]
+async fn a_click_posts_the_documented_event_encrypted_and_signed() {
+    let (fake, client, t, receiver) = click_setup().await;
+    fake.set_clock_skew(3600);
+    fake.advance_time(Duration::from_secs(10));
+    let t = {
+        drop(t);
+        token(&fake, &client).await
+    };
+    let mut card = button_card("click-1");
+    card["button_list"][1]["key"] = json!("ack]]>&<x>");
+    let v = send_raw(&fake, &client, &t, &card_msg("alice|Bob", card)).await;
+    assert_eq!(code(&v), 0, "{v}");
+
+    let before = fake.wecom_now();
+    let click = fake.click("click-1", "ALICE", "ack]]>&<x>").await;
+    assert!(click.posted && click.acknowledged(), "{click:?}");
+    assert_eq!(click.deliveries.len(), 1);
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.method, "POST");
+    assert!(r.signature_ok, "{r:?}");
+    assert_eq!(r.receive_id.as_deref(), Some(CORP));
+    let mut keys: Vec<_> = r.query.keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, vec!["msg_signature", "nonce", "timestamp"]);
+    assert!(r.raw_query.starts_with("msg_signature="), "{}", r.raw_query);
+    // envelope: ToUserName, Encrypt, AgentID
+    let envelope = xml_fields(std::str::from_utf8(&r.body).unwrap()).unwrap();
+    let names: Vec<_> = envelope.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["ToUserName", "Encrypt", "AgentID"]);
+    assert_eq!(
+        (envelope[0].1.as_str(), envelope[2].1.as_str()),
+        (CORP, "1000002")
+    );
+
+    // the event, field by field and in the documented order
+    let xml = r.plaintext.clone().unwrap();
+    assert_eq!(Some(&xml), click.event_xml.as_ref());
+    let fields = xml_fields(&xml).unwrap();
+    let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "ToUserName",
+            "FromUserName",
+            "CreateTime",
+            "MsgType",
+            "Event",
+            "EventKey",
+            "TaskId",
+            "CardType",
+            "ResponseCode",
+            "AgentID"
+        ]
+    );
+    let field = |n: &str| xml_field(&xml, n).unwrap();
+    assert_eq!(field("ToUserName"), CORP);
+    assert_eq!(field("FromUserName"), "alice");
+    assert_eq!(field("MsgType"), "event");
+    assert_eq!(field("Event"), "template_card_event");
+    assert_eq!(field("EventKey"), "ack]]>&<x>");
+    assert_eq!(field("TaskId"), "click-1");
+    assert_eq!(field("CardType"), "button_interaction");
+    assert_eq!(Some(field("ResponseCode")), click.response_code);
+    assert_eq!(field("AgentID"), "1000002");
+    // CreateTime and timestamp: WeCom's wall clock (skewed an hour, advanced 10 s)
+    let wecom = before.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let create_time: i64 = field("CreateTime").parse().unwrap();
+    assert!(
+        (wecom..=wecom + 2).contains(&create_time),
+        "{create_time} vs {wecom}"
+    );
+    assert_eq!(Some(create_time), click.create_time);
+    let ts: i64 = r.query["timestamp"].parse().unwrap();
+    assert!((wecom..=wecom + 2).contains(&ts));
+
+    // the click's ResponseCode updates the card once, and is recorded as the click's
+    let rc = click.response_code.clone().unwrap();
+    assert_eq!(fake.response_codes_issued("click-1").len(), 2);
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&rc, &["alice"], "已确认")).await),
+        0
+    );
+    assert_eq!(
+        fake.card_updates("click-1")[0].code_origin,
+        CodeOrigin::Click {
+            user: "alice".into(),
+            event_key: "ack]]>&<x>".into()
+        }
+    );
+
+    // the request replays byte for byte; arbitrary XML can be sent correctly signed
+    let (path_and_query, body) = fake.last_callback(AGENT).unwrap();
+    assert!(
+        path_and_query.starts_with("/wecom/callback?msg_signature="),
+        "{path_and_query}"
+    );
+    assert_eq!(
+        fake.post_callback_raw(AGENT, &path_and_query, body.clone()).await,
+        (200, String::new())
+    );
+    let replay = receiver.received().pop().unwrap();
+    assert_eq!(
+        (replay.raw_query, replay.body),
+        (r.raw_query.clone(), r.body.clone())
+    );
+    let (query, body) = fake.encrypt_for(AGENT, "<xml><Anything>x</Anything></xml>");
+    assert_eq!(
+        fake.post_callback_raw(AGENT, &format!("?{query}"), body).await.0,
+        200
+    );
+    let own = receiver.received().pop().unwrap();
+    assert!(own.signature_ok);
+    assert_eq!(
+        own.plaintext.as_deref(),
+        Some("<xml><Anything>x</Anything></xml>")
+    );
+}
+
+#[tokio::test]
+async fn clicks_are_refused_unless_the_member_sees_that_button() {
+    let (fake, client, t, receiver) = click_setup().await;
+    let rc = send_card(&fake, &client, &t, "alice|Bob", "refuse").await;
+    for (user, key, why) in [
+        ("carol", "ack", "not a recipient"),
+        ("zed", "ack", "not in the directory"),
+        ("alice", "nope", "no such key"),
+        ("alice", "", "the url button has no key"),
+    ] {
+        let c = fake.click("refuse", user, key).await;
+        assert!(
+            !c.posted && c.refused.is_some() && c.deliveries.is_empty(),
+            "{why}: {c:?}"
+        );
+    }
+    assert!(!fake.click("no-task", "alice", "ack").await.posted);
+    // greyed for alice: she can no longer click, Bob still can
+    assert_eq!(
+        code(&update(&fake, &client, &t, grey(&rc, &["alice"], "已静默")).await),
+        0
+    );
+    assert!(fake.click("refuse", "alice", "ack").await.refused.is_some());
+    assert!(fake.click("refuse", "Bob", "silence:2h").await.acknowledged());
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(
+        fake.response_codes_issued("refuse").len(),
+        2,
+        "refused clicks issue no code"
+    );
+}
+
+#[tokio::test]
+async fn an_event_not_acknowledged_in_time_is_delivered_again() {
+    let (fake, client, t, receiver) = click_setup().await;
+    fake.set_callback_timeout(Duration::from_millis(300));
+    send_card(&fake, &client, &t, "alice", "slow").await;
+    receiver.answer(vec![Answer::After(Duration::from_millis(800)), Answer::Correct]);
+    let click = fake.click("slow", "alice", "ack").await;
+    assert!(click.acknowledged(), "{click:?}");
+    assert_eq!(click.deliveries.len(), 2);
+    let first = &click.deliveries[0];
+    assert!(first.timed_out && first.status.is_none(), "{first:?}");
+    assert!(first.elapsed >= Duration::from_millis(300) && first.elapsed < Duration::from_millis(800));
+    assert_eq!(click.deliveries[1].status, Some(200));
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    // the same event, sealed afresh
+    assert_eq!(got[0].plaintext, got[1].plaintext);
+    assert!(got.iter().all(|r| r.signature_ok));
+    assert_ne!(got[0].query["nonce"], got[1].query["nonce"]);
+    assert_ne!(got[0].query["msg_signature"], got[1].query["msg_signature"]);
+    assert_ne!(got[0].body, got[1].body);
+
+    // non-200 answers: three retries, then WeCom gives up
+    send_card(&fake, &client, &t, "alice", "failing").await;
+    receiver.answer(vec![Answer::Status(500); 4]);
+    let click = fake.click("failing", "alice", "ack").await;
+    assert!(!click.acknowledged());
+    let statuses: Vec<_> = click.deliveries.iter().map(|d| d.status).collect();
+    assert_eq!(statuses, vec![Some(500); 4]);
+    assert_eq!(receiver.received().len(), 6);
+    // a 500 then a 200: two deliveries
+    send_card(&fake, &client, &t, "alice", "flaky").await;
+    receiver.answer(vec![Answer::Status(502)]);
+    assert_eq!(fake.click("flaky", "alice", "ack").await.deliveries.len(), 2);
+}
+
+#[tokio::test]
+async fn url_verification_wants_exactly_the_plaintext_within_a_second() {
+    let (fake, _client, _t, receiver) = click_setup().await;
+    assert_eq!(fake.verify_callback_url(AGENT).await, Ok(()));
+    let got = receiver.received();
+    assert_eq!(got[0].method, "GET");
+    assert!(got[0].signature_ok, "{:?}", got[0]);
+    assert_eq!(got[0].receive_id.as_deref(), Some(CORP));
+    let echo = got[0].plaintext.clone().unwrap();
+    assert!(
+        echo.len() == 19 && echo.bytes().all(|b| b.is_ascii_digit()),
+        "{echo}"
+    );
+    assert!(got[0].raw_query.contains("&echostr="), "{}", got[0].raw_query);
+
+    receiver.answer(vec![Answer::Echo(|e| format!("{e}\n"))]);
+    assert!(
+        fake.verify_callback_url(AGENT).await.is_err(),
+        "a trailing newline"
+    );
+    receiver.answer(vec![Answer::Echo(|e| format!("\"{e}\""))]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err(), "quoted");
+    receiver.answer(vec![Answer::Echo(|e| format!("\u{feff}{e}"))]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err(), "a BOM");
+    receiver.answer(vec![Answer::Status(403)]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err());
+    receiver.answer(vec![Answer::After(Duration::from_millis(1300))]);
+    let slow = fake.verify_callback_url(AGENT).await;
+    assert!(slow.as_ref().is_err_and(|e| e.contains("no answer")), "{slow:?}");
+    // URL verification ignores set_callback_timeout: still 1 s
+    fake.set_callback_timeout(Duration::from_secs(5));
+    receiver.answer(vec![Answer::After(Duration::from_millis(1300))]);
+    assert!(fake.verify_callback_url(AGENT).await.is_err());
+    assert_eq!(fake.verify_callback_url(AGENT).await, Ok(()));
+    // nothing listening
+    fake.set_callback(AGENT, "http://127.0.0.1:9/none", CB_TOKEN, CB_KEY);
+    assert!(fake.verify_callback_url(AGENT).await.is_err());
+}
