@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::api::SendReceipt;
 use super::outcome::SendFailure;
 use super::target::{Audience, Method, Request, Target};
-use super::{Notifier, Outgoing, Unsent};
+use super::{Notifier, Unsent};
 use crate::config::{Mentions, Recipients, RouteConfig};
 use crate::model::{Alert, AlertStatus};
 use crate::render::MessageContent;
@@ -291,14 +291,10 @@ impl Notifier {
     pub(super) async fn send_card(
         &self,
         target: &dyn Target,
-        outgoing: &Outgoing<'_>,
-        plan: &CardPlan,
-        group_key: &str,
+        (route, plan, group_key): (&RouteConfig, &CardPlan, &str),
         (request, key): (&Request, Option<&DeliveryKey>),
-        deadline: Instant,
-        keep: usize,
+        (deadline, keep): (Instant, usize),
     ) -> Result<Option<SendReceipt>, Unsent> {
-        let route = outgoing.route;
         let slot = slot(group_key, &route.name, &request.identity);
         let cards = self.cards();
         if !plan.firing {

@@ -258,12 +258,9 @@ impl Notifier {
                     let key = claim.map(|(key, _)| key);
                     self.send_card(
                         target,
-                        outgoing,
-                        plan,
-                        group_key,
+                        (route, plan, group_key),
                         (request, key.as_ref()),
-                        deadline,
-                        keep,
+                        (deadline, keep),
                     )
                     .await
                 }

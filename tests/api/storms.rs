@@ -239,6 +239,13 @@ async fn storms_to_a_party_a_tag_and_everyone_are_budgeted_and_digested_not_drop
             .await;
             assert_eq!(digests(&messages).len(), 1, "{recipients} {member}");
         }
+        // WeCom delivered the digest; its notifications are recorded once its answer is in.
+        let represented = r#"alertmanager_wecom_storm_represented_total{route="storm"}"#;
+        let started = Instant::now();
+        while metric(&app.metrics().await, represented) < 13.0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "{recipients}: represented");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let retries = post_all(&app, &groups[27..]).await;
         assert!(
             retries.iter().all(|(s, _)| *s == 200),

@@ -169,7 +169,7 @@ async fn silence_from_the_card_creates_the_silence_in_alertmanager_and_forgeries
 async fn acknowledging_and_resolving_update_the_card_in_place_without_new_messages() {
     let stack = interactive_stack().await;
     let disk = alert(&[("alertname", "DiskFull"), ("team", "db")], "disk 97% full");
-    stack.alertmanager.post_alerts(&[disk.clone()]).await;
+    stack.alertmanager.post_alerts(std::slice::from_ref(&disk)).await;
     let first = stack.delivered_at_least(1).await;
     let task = stack.wecom.card_tasks()[0].clone();
 
