@@ -11,7 +11,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
 
-use super::crypto::CallbackError;
+use super::error::CallbackError;
 
 /// The longest inner XML we parse. A card click is a few hundred bytes; WeCom's largest
 /// events (approval notices) stay in the low kilobytes.

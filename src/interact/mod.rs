@@ -4,5 +4,6 @@
 //! the delivery state and the cards.
 
 pub mod crypto;
+mod error;
 pub mod event;
 pub mod silence;

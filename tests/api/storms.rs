@@ -243,7 +243,10 @@ async fn storms_to_a_party_a_tag_and_everyone_are_budgeted_and_digested_not_drop
         let represented = r#"alertmanager_wecom_storm_represented_total{route="storm"}"#;
         let started = Instant::now();
         while metric(&app.metrics().await, represented) < 13.0 {
-            assert!(started.elapsed() < Duration::from_secs(10), "{recipients}: represented");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{recipients}: represented"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let retries = post_all(&app, &groups[27..]).await;
