@@ -220,37 +220,19 @@ impl WeComApi {
         })
     }
 
-    /// `POST message/send?access_token=…`
+    /// `POST message/send?access_token=…`, or `message/update_template_card` (which
+    /// changes a sent interactive card for the recipients the body names, with a
+    /// `response_code` WeCom accepts once): both answer a receipt.
     pub async fn send_message(
         &self,
+        endpoint: Endpoint,
         url: &MethodUrl,
         token: &Secret,
         body: &Value,
         timeout: Duration,
     ) -> Result<SendReceipt, WeComError> {
         let reply = self
-            .post(Endpoint::MessageSend, url, ("access_token", token), body, timeout)
-            .await?;
-        Ok(receipt(reply))
-    }
-
-    /// `POST message/update_template_card?access_token=…`: changes a sent interactive card
-    /// for the recipients the body names, with a `response_code` WeCom accepts once.
-    pub async fn update_template_card(
-        &self,
-        url: &MethodUrl,
-        token: &Secret,
-        body: &Value,
-        timeout: Duration,
-    ) -> Result<SendReceipt, WeComError> {
-        let reply = self
-            .post(
-                Endpoint::UpdateTemplateCard,
-                url,
-                ("access_token", token),
-                body,
-                timeout,
-            )
+            .post(endpoint, url, ("access_token", token), body, timeout)
             .await?;
         Ok(receipt(reply))
     }

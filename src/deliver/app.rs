@@ -11,6 +11,7 @@ use super::api::{MethodUrl, SendReceipt, WeComApi};
 use super::batch;
 use super::credentials::{app_tokens, drop_token, with_token};
 use super::directory::{Directory, Group};
+use super::error::Endpoint;
 use super::target::{
     dry_run_call, rate_limits, Audience, Budget, CallFailure, CallLimit, Parts, Request, Target,
 };
@@ -203,7 +204,13 @@ impl Target for AppTarget {
         };
         with_token(tokens, limit, |token| async move {
             self.api
-                .send_message(&self.send_url, &token, body, limit.timeout())
+                .send_message(
+                    Endpoint::MessageSend,
+                    &self.send_url,
+                    &token,
+                    body,
+                    limit.timeout(),
+                )
                 .await
         })
         .await
@@ -215,7 +222,13 @@ impl Target for AppTarget {
         };
         with_token(tokens, limit, |token| async move {
             self.api
-                .update_template_card(&self.update_url, &token, body, limit.timeout())
+                .send_message(
+                    Endpoint::UpdateTemplateCard,
+                    &self.update_url,
+                    &token,
+                    body,
+                    limit.timeout(),
+                )
                 .await
         })
         .await
