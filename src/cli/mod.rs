@@ -91,9 +91,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `RUST_LOG` decides what is logged; the default is `info`.
+/// `RUST_LOG` decides what is logged; the default is `info`. The template engine's own
+/// debug output (hundreds of lines of parser and render internals per webhook) stays out
+/// unless `RUST_LOG` names it (`RUST_LOG=debug,handlebars=debug`).
 fn init_logging(format: LogFormat) {
     let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let asked_for_templates = std::env::var("RUST_LOG").is_ok_and(|filter| filter.contains("handlebars"));
+    if !asked_for_templates {
+        builder.filter_module("handlebars", log::LevelFilter::Warn);
+    }
     match format {
         LogFormat::Text => builder.format_timestamp_millis(),
         LogFormat::Json => builder.format(|out, record| {
@@ -122,6 +128,9 @@ fn check(path: Option<&Path>) -> ExitCode {
     });
     match result {
         Ok((source, service)) => {
+            for warning in service.config.warnings() {
+                eprintln!("{source}: warning: {warning}");
+            }
             println!(
                 "{source}: OK ({} route(s), {} app(s))",
                 service.config.routes.len(),

@@ -184,6 +184,12 @@ pub struct WeComSection {
     /// Added to every rate window: WeCom may count a message later than it answered.
     #[serde(default = "default_rate_margin", with = "humantime_serde")]
     pub rate_margin: Duration,
+    /// WeCom calls in flight at once per app, robot or chat.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
+    /// Messages of one webhook being sent at once.
+    #[serde(default = "default_max_parallel_sends")]
+    pub max_parallel_sends: usize,
 }
 
 impl Default for WeComSection {
@@ -195,6 +201,8 @@ impl Default for WeComSection {
             dedup_window: default_dedup_window(),
             duplicate_check: true,
             rate_margin: default_rate_margin(),
+            max_concurrent_calls: default_max_concurrent_calls(),
+            max_parallel_sends: default_max_parallel_sends(),
         }
     }
 }
@@ -486,6 +494,16 @@ fn default_max_messages() -> usize {
 }
 fn default_rate_margin() -> Duration {
     Duration::from_secs(5)
+}
+/// Well under what makes WeCom answer 45033 (too many concurrent calls; its pages give no
+/// number) and enough for a few hundred messages a second at WeCom's usual latency.
+fn default_max_concurrent_calls() -> usize {
+    8
+}
+/// A 1,000-owner group is 1,000 messages: at most this many of them in flight (and holding
+/// sockets and buffers) at once.
+fn default_max_parallel_sends() -> usize {
+    8
 }
 fn default_reserve() -> usize {
     3

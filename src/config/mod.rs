@@ -27,6 +27,10 @@ pub use target::{check_chat_id, MsgType, RobotConfig, Target, TargetKind};
 pub const BUNDLED_EXAMPLE: &str = include_str!("../../examples/config.yml");
 const BUNDLED_NAME: &str = "<bundled examples/config.yml>";
 
+/// How long Alertmanager waits for a webhook at the least: its notifications time out
+/// after max(group_interval, 10s).
+pub const ALERTMANAGER_SHORTEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -84,6 +88,10 @@ pub struct WeComSettings {
     pub duplicate_check: bool,
     /// Added to every rate window (docs/storms.md#budgets).
     pub rate_margin: Duration,
+    /// WeCom calls in flight at once per app, robot or chat (the others wait their turn).
+    pub max_concurrent_calls: usize,
+    /// Messages of one webhook being sent at once.
+    pub max_parallel_sends: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +255,10 @@ impl Config {
             dedup_window: raw.wecom.dedup_window,
             duplicate_check: raw.wecom.duplicate_check,
             rate_margin: raw.wecom.rate_margin,
+            max_concurrent_calls: at_least_one(raw.wecom.max_concurrent_calls)
+                .map_err(|m| invalid("wecom.max_concurrent_calls", m))?,
+            max_parallel_sends: at_least_one(raw.wecom.max_parallel_sends)
+                .map_err(|m| invalid("wecom.max_parallel_sends", m))?,
         };
         if raw.wecom.duplicate_check && wecom.dedup_window > Duration::from_secs(4 * 3600) {
             return Err(invalid(
@@ -436,6 +448,35 @@ impl Config {
         })
     }
 
+    /// Settings that are valid but lose or delay notifications, in words an operator can
+    /// act on: `check` prints them, the service logs them when it starts.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let wecom = &self.wecom;
+        if self.server.shutdown_grace < wecom.delivery_deadline {
+            warnings.push(format!(
+                "server.shutdown_grace ({}) is shorter than wecom.delivery_deadline ({}): on SIGTERM, webhooks still being delivered are cut off unanswered (Alertmanager retries them, possibly after WeCom took them); set shutdown_grace to at least the deadline",
+                humantime::format_duration(self.server.shutdown_grace),
+                humantime::format_duration(wecom.delivery_deadline)
+            ));
+        }
+        if wecom.delivery_deadline >= ALERTMANAGER_SHORTEST_TIMEOUT {
+            warnings.push(format!(
+                "wecom.delivery_deadline ({}) is not under {}: Alertmanager gives up on a webhook after max(group_interval, 10s), so a slow delivery is answered after Alertmanager stopped waiting (and retried); keep it under 10s",
+                humantime::format_duration(wecom.delivery_deadline),
+                humantime::format_duration(ALERTMANAGER_SHORTEST_TIMEOUT)
+            ));
+        }
+        if wecom.timeout > wecom.delivery_deadline {
+            warnings.push(format!(
+                "wecom.timeout ({}) is longer than wecom.delivery_deadline ({}): no call can take longer than the deadline, so the deadline is what applies",
+                humantime::format_duration(wecom.timeout),
+                humantime::format_duration(wecom.delivery_deadline)
+            ));
+        }
+        warnings
+    }
+
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.iter().find(|app| app.name == name)
     }
@@ -576,6 +617,14 @@ pub(crate) fn normalize_api_url(value: &str) -> Result<String, String> {
 fn positive(value: Duration) -> Result<Duration, String> {
     if value.is_zero() {
         Err("must be greater than 0".into())
+    } else {
+        Ok(value)
+    }
+}
+
+fn at_least_one(value: usize) -> Result<usize, String> {
+    if value == 0 {
+        Err("must be at least 1".into())
     } else {
         Ok(value)
     }

@@ -552,3 +552,42 @@ fn alertmanager_credentials_go_only_to_a_configured_url() {
     );
     assert!(error(&both).contains("not both"));
 }
+
+#[test]
+fn combinations_that_lose_or_delay_notifications_are_warned_about() {
+    assert!(
+        load(MINIMAL).unwrap().warnings().is_empty(),
+        "the defaults are safe"
+    );
+    let warnings = |wecom: &str, server: &str| {
+        load(&format!("wecom: {wecom}\nserver: {server}\n{MINIMAL}"))
+            .unwrap()
+            .warnings()
+    };
+    let short_grace = warnings("{delivery_deadline: 6s}", "{shutdown_grace: 2s}");
+    assert_eq!(short_grace.len(), 1, "{short_grace:?}");
+    assert!(
+        short_grace[0].contains("server.shutdown_grace (2s) is shorter than wecom.delivery_deadline (6s)")
+    );
+    let long_deadline = warnings("{delivery_deadline: 15s, timeout: 20s}", "{shutdown_grace: 30s}");
+    assert_eq!(long_deadline.len(), 2, "{long_deadline:?}");
+    assert!(long_deadline[0].contains("Alertmanager gives up on a webhook after max(group_interval, 10s)"));
+    assert!(long_deadline[1].contains("wecom.timeout (20s) is longer than wecom.delivery_deadline (15s)"));
+}
+
+#[test]
+fn outbound_concurrency_defaults_and_bounds() {
+    let config = load(MINIMAL).unwrap();
+    assert_eq!(config.wecom.max_concurrent_calls, 8);
+    assert_eq!(config.wecom.max_parallel_sends, 8);
+    let zero = error(&format!("wecom: {{max_concurrent_calls: 0}}\n{MINIMAL}"));
+    assert!(
+        zero.contains("wecom.max_concurrent_calls: must be at least 1"),
+        "{zero}"
+    );
+    let zero = error(&format!("wecom: {{max_parallel_sends: 0}}\n{MINIMAL}"));
+    assert!(
+        zero.contains("wecom.max_parallel_sends: must be at least 1"),
+        "{zero}"
+    );
+}

@@ -96,6 +96,8 @@ pub struct Outgoing<'r> {
 /// Delivers rendered messages through the configured targets.
 pub struct Notifier {
     targets: HashMap<String, Arc<dyn Target>>,
+    /// Each target's call slots (`wecom.max_concurrent_calls`).
+    slots: HashMap<String, Arc<tokio::sync::Semaphore>>,
     store: DeliveryStore,
     metrics: Metrics,
     settings: WeComSettings,
@@ -131,8 +133,17 @@ impl Notifier {
                 ]);
             }
         }
+        // By each target's own name, which is what a send looks its slots up by.
+        let slots = targets
+            .values()
+            .map(|target| {
+                let slots = tokio::sync::Semaphore::new(config.wecom.max_concurrent_calls);
+                (target.name().to_string(), Arc::new(slots))
+            })
+            .collect();
         Notifier {
             targets,
+            slots,
             store,
             metrics,
             settings: config.wecom.clone(),
@@ -186,9 +197,11 @@ impl Notifier {
     }
 
     /// Sends one notification's message, request by request, skipping requests WeCom
-    /// already accepted for this group. During a storm (its recipients' budget down to the
-    /// reserve) the notification is collected into a digest instead (docs/storms.md).
-    pub async fn deliver(&self, outgoing: &Outgoing<'_>, group_key: &str) -> RouteReport {
+    /// already accepted for this group, within `deadline` (the webhook's: every route and
+    /// recipient set of one webhook shares it, so the answer comes in time). During a storm
+    /// (its recipients' budget down to the reserve) the notification is collected into a
+    /// digest instead (docs/storms.md).
+    pub async fn deliver(&self, outgoing: &Outgoing<'_>, group_key: &str, deadline: Instant) -> RouteReport {
         let Outgoing {
             route,
             recipients,
@@ -199,7 +212,6 @@ impl Notifier {
             message,
         } = outgoing;
         let started = Instant::now();
-        let deadline = started + self.settings.delivery_deadline;
         let target = self.target(route);
         let requests = self.requests(route, recipients, mentions, message);
         let mut report = RouteReport {
@@ -274,6 +286,11 @@ impl Notifier {
                 (Ok(Some(_)), Some((key, _))) => {
                     self.store.ledger.accepted(&key, self.settings.dedup_window).await
                 }
+                // WeCom may still receive a message whose call got no answer: its claim is
+                // left to expire (delivery_deadline + a margin after it was taken), so a
+                // retry meanwhile waits instead of sending a second copy while the first
+                // may be in flight. Retries are byte-identical, for WeCom's duplicate check.
+                (Err(Unsent::Failed(failure)), Some(_)) if failure.may_have_reached_wecom() => {}
                 (_, Some((key, claim))) => self.store.ledger.release(&key, claim).await,
                 _ => {}
             }
@@ -591,7 +608,12 @@ impl Notifier {
                     .inc();
                 Unsent::OverBudget(SendFailure::rate_limited(over))
             })?;
-        match retry::send(target, method, body, deadline, self.settings.timeout, &bookings).await {
+        let sending = retry::Sending {
+            deadline,
+            call_timeout: self.settings.timeout,
+            slots: &self.slots[target.name()],
+        };
+        match retry::send(target, method, body, &sending, &bookings).await {
             Ok(receipt) => {
                 bookings.accepted().await;
                 Ok(Some(receipt))
@@ -600,6 +622,25 @@ impl Notifier {
                 bookings.failed().await;
                 Err(Unsent::Failed(failure))
             }
+        }
+    }
+
+    /// The report of a message whose turn came after the webhook's deadline: nothing was
+    /// sent; Alertmanager's retry delivers it (what was accepted meanwhile is not sent
+    /// again).
+    pub fn not_attempted(&self, outgoing: &Outgoing<'_>) -> RouteReport {
+        let route = outgoing.route;
+        let error = format!(
+            "route {}: not sent within wecom.delivery_deadline ({}s): this webhook's other messages went first, at most wecom.max_parallel_sends ({}) at a time; Alertmanager's retry delivers it",
+            route.name,
+            self.settings.delivery_deadline.as_secs(),
+            self.settings.max_parallel_sends
+        );
+        debug!("{error}");
+        self.count(route, Outcome::FailedTransient);
+        RouteReport {
+            error: Some(error),
+            ..RouteReport::new(route, outgoing.message.total_alerts, 0, Outcome::FailedTransient)
         }
     }
 

@@ -1,11 +1,14 @@
 //! The one retry loop every target's messages go through: at most 3 retries (WeCom's
 //! advice for "busy"), with jittered exponential backoff, never past the delivery
-//! deadline; a rejected access token is replaced and the call made again at once.
+//! deadline; a rejected access token is replaced and the call made again at once. Each
+//! call waits for one of the target's call slots (`wecom.max_concurrent_calls`), so a
+//! thousand messages never become a thousand sockets.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::api::SendReceipt;
 use super::outcome::SendFailure;
@@ -20,28 +23,52 @@ pub trait AttemptBudget: Send + Sync {
     async fn another(&self, after: &SendFailure) -> Result<(), SendFailure>;
 }
 
-/// Sends `body` to `method` of `target` before `deadline`, each call at most
-/// `call_timeout`, asking `budget` before each retry.
+/// How one message is sent: its deadline, the time one call may take, and the target's
+/// call slots.
+pub struct Sending<'a> {
+    pub deadline: Instant,
+    pub call_timeout: Duration,
+    pub slots: &'a Semaphore,
+}
+
+/// Sends `body` to `method` of `target` as `sending` says, asking `budget` before each
+/// retry.
 pub async fn send(
     target: &dyn Target,
     method: Method,
     body: &Value,
-    deadline: Instant,
-    call_timeout: Duration,
+    sending: &Sending<'_>,
     budget: &dyn AttemptBudget,
 ) -> Result<SendReceipt, SendFailure> {
+    let Sending {
+        deadline,
+        call_timeout,
+        slots,
+    } = *sending;
     let limit = CallLimit {
         deadline,
         cap: call_timeout,
     };
     let mut retry = Retry::new(deadline);
     let mut credential_replaced = false;
+    let mut last_failure: Option<SendFailure> = None;
     loop {
         let attempt = retry.attempt();
+        // A call waits for a slot, and starts only with time to finish: one cut short by
+        // the deadline may still reach WeCom (an unknown outcome, a retry WeCom has to
+        // drop as a duplicate). No call made means the earlier failure, if any, says more.
+        let latest_start = deadline
+            .checked_sub(shortest_call(call_timeout))
+            .unwrap_or(deadline);
+        let slot = match tokio::time::timeout_at(latest_start.into(), slots.acquire()).await {
+            Ok(Ok(slot)) if Instant::now() < latest_start => slot,
+            _ => return Err(last_failure.unwrap_or_else(|| busy(target))),
+        };
         let answer = match method {
             Method::Send => target.call(body, limit).await,
             Method::UpdateCard => target.update_card(body, limit).await,
         };
+        drop(slot);
         let failure = match answer {
             Ok(receipt) => return Ok(receipt),
             Err(CallFailure::GiveUp(failure)) => return Err(failure),
@@ -58,6 +85,26 @@ pub async fn send(
             return Err(failure);
         }
         budget.another(&failure).await?;
+        last_failure = Some(failure);
+    }
+}
+
+/// The least time a call is started with: half of what one may take, at most half a
+/// second (WeCom usually answers in tens of milliseconds).
+fn shortest_call(call_timeout: Duration) -> Duration {
+    call_timeout.min(Duration::from_secs(1)) / 2
+}
+
+/// No call slot of the target came free in time for a call to finish by the deadline.
+fn busy(target: &dyn Target) -> SendFailure {
+    SendFailure::Transient {
+        reason: "busy",
+        errcode: None,
+        error: format!(
+            "{} {}: no WeCom call could start in time to finish by the delivery deadline (all wecom.max_concurrent_calls in flight, or too little time left); nothing was sent, retry",
+            target.kind().as_str(),
+            target.name()
+        ),
     }
 }
 

@@ -90,6 +90,9 @@ impl Service {
         renderer
             .check_with_samples(&config.routes, |route| notifier.limits(route))
             .map_err(AssemblyError::Sample)?;
+        for warning in config.warnings() {
+            warn!("{}: {warning}", config.source);
+        }
         if config.storm.digest && config.wecom.dedup_window.is_zero() {
             warn!(
                 "storm.digest is on but wecom.dedup_window is 0s: without the record of accepted messages nothing can answer a digested notification's retries, so notifications over WeCom's rate limits are held back (503) instead of digested; set dedup_window (e.g. 10m) or storm.digest: false"

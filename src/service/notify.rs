@@ -3,6 +3,9 @@
 //! payload (a 1,000-alert group is megabytes of label sets), [`Service::deliver`] waits on
 //! WeCom and needs only what was prepared.
 
+use std::time::Instant;
+
+use futures_util::stream::{self, StreamExt};
 use log::{debug, warn};
 
 use super::Service;
@@ -216,13 +219,20 @@ impl Service {
             firing,
         } = prepared;
         let group_key = &group_key;
+        // One deadline for the whole webhook, and a bounded number of its messages in
+        // flight: a 1,000-owner group is answered in time and never opens 1,000 sockets.
+        let deadline = Instant::now() + self.config.wecom.delivery_deadline;
         let deliveries = outgoing.into_iter().map(|outgoing| async move {
             match outgoing {
-                Ok(outgoing) => self.notifier.deliver(&outgoing, group_key).await,
+                Ok(outgoing) if Instant::now() >= deadline => self.notifier.not_attempted(&outgoing),
+                Ok(outgoing) => self.notifier.deliver(&outgoing, group_key, deadline).await,
                 Err(report) => report,
             }
         });
-        let mut routes = futures_util::future::join_all(deliveries).await;
+        let mut routes: Vec<RouteReport> = stream::iter(deliveries)
+            .buffered(self.config.wecom.max_parallel_sends)
+            .collect()
+            .await;
         routes.extend(failed);
         let report = Report { routes, unrouted };
         debug!(

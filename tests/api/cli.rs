@@ -44,6 +44,28 @@ fn check_accepts_a_valid_config_and_the_bundled_example() {
 }
 
 #[test]
+fn check_passes_but_warns_about_deadlines_that_lose_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!("server: {{shutdown_grace: 1s}}\nwecom: {{delivery_deadline: 12s}}\n{VALID}"),
+    );
+    let (code, stdout, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 0, "valid, if unwise: {stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stderr.contains("warning: server.shutdown_grace (1s) is shorter than wecom.delivery_deadline (12s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: wecom.delivery_deadline (12s) is not under 10s"),
+        "{stderr}"
+    );
+    let (_, _, quiet) = run(&["check"]);
+    assert!(!quiet.contains("warning"), "the bundled example is safe: {quiet}");
+}
+
+#[test]
 fn check_names_the_file_and_key_of_each_configuration_mistake() {
     let cases = [
         (
@@ -164,6 +186,10 @@ struct Served {
 
 impl Served {
     async fn start(args: &[&str]) -> Served {
+        Served::start_logging(args, "info").await
+    }
+
+    async fn start_logging(args: &[&str], rust_log: &str) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -174,7 +200,7 @@ impl Served {
             .args(args)
             .args(["--listen", &listen])
             .env_remove("WECOM_SECRET")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -248,6 +274,26 @@ async fn the_binary_serves_the_bundled_example_in_dry_run_mode_and_stops_cleanly
     assert!(stderr.contains("DRY-RUN"), "{stderr}");
     assert!(stderr.contains("would send"), "{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
+}
+
+#[tokio::test]
+async fn rust_log_debug_shows_our_debug_lines_without_the_template_engines_internals() {
+    let served = Served::start_logging(&[], "debug").await;
+    served.post(CRASHLOOP).await;
+    served.signal("-TERM");
+    let (_, stderr) = served.wait();
+    let engine = stderr.lines().filter(|line| line.contains(" handlebars")).count();
+    let ours = stderr
+        .lines()
+        .filter(|line| line.contains("DEBUG alertmanager_wecom"))
+        .count();
+    eprintln!(
+        "RUST_LOG=debug, one webhook: {} lines, {} bytes; the template engine's: {engine}",
+        stderr.lines().count(),
+        stderr.len()
+    );
+    assert_eq!(engine, 0, "{stderr}");
+    assert!(ours > 0, "our own debug lines are there: {stderr}");
 }
 
 #[tokio::test]

@@ -68,7 +68,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix_web::dev::ServerHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Map, Value};
@@ -229,12 +231,26 @@ impl FakeWeCom {
     pub async fn start() -> FakeWeCom {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let data = web::Data::from(shared.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::PayloadConfig::new(8 << 20))
+                .wrap_fn(|request, service| {
+                    let counted = request
+                        .app_data::<web::Data<Shared>>()
+                        .cloned()
+                        .map(InFlight::enter);
+                    let answer = service.call(request);
+                    async move {
+                        let answer = answer.await;
+                        drop(counted);
+                        answer
+                    }
+                })
                 .route("/cgi-bin/gettoken", web::route().to(gettoken_handler))
                 .route("/cgi-bin/message/send", web::route().to(send_handler))
                 .route("/cgi-bin/webhook/send", web::route().to(robot_handler))
@@ -272,6 +288,12 @@ impl FakeWeCom {
             addr,
             server: Arc::new(StopOnDrop(handle)),
         }
+    }
+
+    /// The most requests the fake was serving at once: what a client's connections to
+    /// WeCom were at their peak.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// e.g. `http://127.0.0.1:PORT/cgi-bin/` (with the trailing slash).
@@ -797,6 +819,27 @@ impl FakeWeCom {
 
 struct Shared {
     state: Mutex<State>,
+    /// Requests being served now, and the most ever served at once (each needs a
+    /// connection of its own: the sockets a client holds open to WeCom).
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts one request as in flight while it lives.
+struct InFlight(web::Data<Shared>);
+
+impl InFlight {
+    fn enter(shared: web::Data<Shared>) -> InFlight {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {

@@ -2,6 +2,7 @@
 
 mod appchat;
 mod auth;
+mod bounded;
 mod cli;
 mod delivery;
 mod directory;

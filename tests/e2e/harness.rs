@@ -495,6 +495,11 @@ templates:
         self.process.log()
     }
 
+    /// The process id of our binary, for reading its memory and sockets from /proc.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     pub async fn post_alerts(&self, body: &str, token: Option<&str>) -> reqwest::Response {
         let mut request = self
             .http

@@ -34,6 +34,7 @@ mod fake_wecom;
 mod redis_server;
 
 mod auth;
+mod bounded;
 mod delivery;
 mod failures;
 mod ha;
