@@ -113,34 +113,53 @@ impl Renderer {
         Ok(())
     }
 
-    /// Renders every route's template against the [`samples`] (and all of them at once),
-    /// so a template that breaks only on some alerts fails `check`, not a page. `limits`
-    /// gives the content limits of each route's target.
+    /// Renders every route's template against the [`samples`] as that route would get them
+    /// ([`samples::for_route`]; and all of them at once), so a template that breaks only on
+    /// some alerts fails `check`, not a page. `limits` gives the content limits of each
+    /// route's target. An error names the sample.
     pub fn check_with_samples(
         &self,
         routes: &[RouteConfig],
         limits: impl Fn(&RouteConfig) -> ContentLimits,
     ) -> Result<(), RenderError> {
-        let samples = samples::payloads();
-        let mixed: Vec<&Alert> = samples.iter().flat_map(|p| &p.alerts).collect();
         for route in routes {
             let limits = limits(route);
+            let samples = samples::for_route(route);
             for sample in &samples {
-                let alerts: Vec<&Alert> = sample.alerts.iter().collect();
-                self.render(route, sample, &alerts, &[], &limits)?;
+                let alerts: Vec<&Alert> = sample.payload.alerts.iter().collect();
+                self.render(route, &sample.payload, &alerts, &[], &limits)
+                    .map_err(on_sample(sample.name, sample.about))?;
             }
-            self.render(route, &samples[0], &mixed, &["alice".to_string()], &limits)?;
+            if let Some(first) = samples.first() {
+                let mixed: Vec<&Alert> = samples.iter().flat_map(|s| &s.payload.alerts).collect();
+                self.render(route, &first.payload, &mixed, &["alice".to_string()], &limits)
+                    .map_err(on_sample(
+                        "mixed",
+                        "every sample's alerts in one group, with a mention",
+                    ))?;
+            }
             self.render_digest(
                 route,
                 &route.digest_template,
                 &digest::sample_summary(),
                 &[],
                 &limits,
-            )?;
+            )
+            .map_err(on_sample("storm-digest", "a storm digest of three alertnames"))?;
         }
         Ok(())
     }
+}
 
+/// Adds which sample a check failed on to its error.
+fn on_sample(name: &'static str, about: &'static str) -> impl Fn(RenderError) -> RenderError {
+    move |mut error| {
+        error.message = format!("{} (rendering the sample {name}: {about})", error.message);
+        error
+    }
+}
+
+impl Renderer {
     fn registry(&self, msgtype: MsgType) -> &Handlebars<'static> {
         match msgtype {
             MsgType::Text => &self.text,

@@ -328,3 +328,44 @@ fn routes_with_buttons_render_firing_cards_with_buttons_and_resolved_cards_witho
         .unwrap()
         .starts_with("✅"));
 }
+
+/// A renderer with one template `t.hbs` of `text`, and a route `r` of `route_extra` using it.
+fn with_template(text: &str, route_extra: &str) -> (Config, Renderer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.hbs"), text).unwrap();
+    let yaml = format!(
+        "apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: r, app: ops, msgtype: markdown, template: t, to: {{tags: [1]}}{route_extra}}}]\ntemplates: {{dir: {}}}\n",
+        dir.path().display()
+    );
+    let config = Config::from_yaml(&yaml, "test.yml", Path::new("")).unwrap();
+    let renderer = Renderer::new(&config.templates).unwrap();
+    (config, renderer, dir)
+}
+
+#[test]
+fn a_route_that_sends_no_resolved_alerts_is_checked_without_them() {
+    let firing_only = "{{#each firing}}{{labels.alertname}}\n{{/each}}";
+    let (config, renderer, _dir) = with_template(firing_only, ", send_resolved: false");
+    renderer
+        .check_with_samples(&config.routes, |_| APP)
+        .expect("never rendered with only resolved alerts");
+    let (config, renderer, _dir) = with_template(firing_only, "");
+    let error = renderer.check_with_samples(&config.routes, |_| APP).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("(rendering the sample resolved-targetdown: a resolved group)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_route_may_use_the_labels_its_equality_matchers_guarantee() {
+    let (config, renderer, _dir) = with_template(
+        "team {{commonLabels.team}}: {{#each alerts}}{{labels.team}} {{/each}}",
+        ", matchers: ['team=\"pay\"', 'severity=~\"critical|warning\"']",
+    );
+    renderer
+        .check_with_samples(&config.routes, |_| APP)
+        .expect("team is on every alert this route gets");
+}

@@ -31,8 +31,8 @@ pub enum AssemblyError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Templates(#[from] TemplateError),
-    /// A route's template failed on one of the sample notifications.
-    #[error("{0} (rendering a sample notification)")]
+    /// A route's template failed on one of the sample notifications (the error names it).
+    #[error("{0}")]
     Sample(RenderError),
     #[error(transparent)]
     Recipients(#[from] RecipientTemplateError),

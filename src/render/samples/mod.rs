@@ -6,7 +6,9 @@
 
 use serde_json::json;
 
-use crate::model::WebhookPayload;
+use crate::config::RouteConfig;
+use crate::model::matcher::MatchOp;
+use crate::model::{AlertStatus, WebhookPayload};
 
 /// A firing group of one crash-looping pod (with a second, already resolved alert).
 pub const CRASHLOOP: &str = include_str!("firing-crashloop.json");
@@ -46,4 +48,48 @@ pub fn payloads() -> Vec<WebhookPayload> {
         samples.push(WebhookPayload::parse(payload.to_string().as_bytes()).expect("sample parses"));
     }
     samples
+}
+
+/// One sample notification, named for the messages that quote it.
+pub struct Sample {
+    pub name: &'static str,
+    /// What it stands for, in a few words.
+    pub about: &'static str,
+    pub payload: WebhookPayload,
+}
+
+const NAMES: [(&str, &str); 5] = [
+    ("firing-crashloop", "a firing pod alert with one already resolved"),
+    (
+        "firing-unicode-markup",
+        "firing alerts full of markup, emoji and CJK text",
+    ),
+    ("resolved-targetdown", "a resolved group"),
+    ("big-group", "60 alerts, 20 of them resolved"),
+    ("bare", "an alert with nothing but its name"),
+];
+
+/// The samples as `route` would really get them: without resolved alerts when it does
+/// not send them (and without the samples left empty), and with the labels its equality
+/// matchers guarantee (`team="pay"`: every alert has `team=pay`), so a template may use
+/// what its route promises without guarding it.
+pub fn for_route(route: &RouteConfig) -> Vec<Sample> {
+    payloads()
+        .into_iter()
+        .zip(NAMES)
+        .filter_map(|(mut payload, (name, about))| {
+            if !route.send_resolved {
+                payload.alerts.retain(|alert| alert.status == AlertStatus::Firing);
+                if payload.alerts.is_empty() {
+                    return None;
+                }
+            }
+            for alert in &mut payload.alerts {
+                for matcher in route.matchers.iter().filter(|m| m.op() == MatchOp::Equal) {
+                    alert.labels.insert(matcher.name(), matcher.value());
+                }
+            }
+            Some(Sample { name, about, payload })
+        })
+        .collect()
 }
