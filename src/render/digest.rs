@@ -83,7 +83,7 @@ impl Renderer {
             registry
                 .render(template, &data)
                 .map(|text| text.trim().to_string())
-                .map_err(|e| error(e.to_string()))
+                .map_err(|e| error(super::errors::render(&e, self.dir.as_deref())))
         };
         let (content, shown, cut) = match route.msgtype {
             MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2 => {

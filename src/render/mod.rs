@@ -5,6 +5,7 @@
 pub mod card;
 mod context;
 pub mod digest;
+mod errors;
 pub mod escape;
 pub mod fit;
 pub mod helpers;
@@ -33,9 +34,9 @@ struct BuiltinTemplates;
 /// A template set that failed to load, or a route naming a template that does not exist.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    /// The handlebars message names the template, line and column.
+    /// The file (or built-in template), line and column, in our words (`errors`).
     #[error("{0}")]
-    Syntax(#[from] Box<handlebars::TemplateError>),
+    Syntax(String),
     #[error("cannot load templates from {dir}: {message}")]
     Directory { dir: String, message: String },
     #[error("route {route:?}: no template named {template:?} (available: {available})")]
@@ -70,6 +71,8 @@ pub struct RenderedMessage {
 /// Templates for every msgtype, each registry with the escaping its output needs
 /// (markdown and markdown_v2 escape alike and share one).
 pub struct Renderer {
+    /// `templates.dir`, where the files errors point to are.
+    dir: Option<std::path::PathBuf>,
     text: Handlebars<'static>,
     markdown: Handlebars<'static>,
     textcard: Handlebars<'static>,
@@ -82,6 +85,7 @@ impl Renderer {
     pub fn new(settings: &TemplateSettings) -> Result<Renderer, TemplateError> {
         let templates = load_templates(settings)?;
         Ok(Renderer {
+            dir: settings.dir.clone(),
             text: registry(settings, &templates, escape::text),
             markdown: registry(settings, &templates, escape::markdown),
             textcard: registry(settings, &templates, escape::textcard),
@@ -192,7 +196,7 @@ impl Renderer {
                 // A prepared context: `render(&data)` would deep-copy the data first.
                 registry
                     .render_with_context(&route.template, context)
-                    .map_err(|e| error(e.to_string()))
+                    .map_err(|e| error(errors::render(&e, self.dir.as_deref())))
             })
         };
         let total = alerts.len();
@@ -270,7 +274,7 @@ fn load_templates(settings: &TemplateSettings) -> Result<HashMap<String, Templat
     let mut loader = Handlebars::new();
     loader
         .register_embed_templates_with_extension::<BuiltinTemplates>(".hbs")
-        .map_err(|e| TemplateError::Syntax(Box::new(e)))?;
+        .map_err(|e| TemplateError::Syntax(errors::syntax(&e, None)))?;
     if let Some(dir) = &settings.dir {
         let options = DirectorySourceOptionsBuilder::default()
             .tpl_extension(".hbs")
@@ -278,7 +282,7 @@ fn load_templates(settings: &TemplateSettings) -> Result<HashMap<String, Templat
             .expect("all options have defaults");
         loader.register_templates_directory(dir, options).map_err(|e| {
             if e.name().is_some() || e.pos().is_some() {
-                TemplateError::Syntax(Box::new(e))
+                TemplateError::Syntax(errors::syntax(&e, Some(dir)))
             } else {
                 TemplateError::Directory {
                     dir: dir.display().to_string(),

@@ -167,7 +167,19 @@ fn a_misspelt_field_is_an_error_naming_template_and_line() {
     )
     .unwrap_err()
     .to_string();
-    assert!(error.contains("typo") && error.contains("line 2"), "{error}");
+    assert!(
+        error.contains("typo.hbs:2:22: annotatoins.summary does not exist here"),
+        "{error}"
+    );
+    assert!(error.contains("{{#if annotatoins.summary}}"), "a hint: {error}");
+    assert!(
+        error.contains(" 2 | {{labels.alertname}} {{annotatoins.summary}}"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("Some(") && !error.contains("strict mode \""),
+        "no debug text: {error}"
+    );
 }
 
 #[test]
