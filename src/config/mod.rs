@@ -94,6 +94,11 @@ pub struct ServerSettings {
     pub max_concurrent_requests: usize,
     pub max_queued_requests: usize,
     pub request_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_timeout: Duration,
+    /// From a body read whole to its turn.
+    pub queue_timeout: Duration,
+    pub max_buffered_body_bytes: usize,
     pub reload_interval: Duration,
 }
 
@@ -264,6 +269,15 @@ impl Config {
         if raw.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be greater than 0".into()));
         }
+        if raw.server.max_buffered_body_bytes < raw.server.max_body_bytes {
+            return Err(invalid(
+                "server.max_buffered_body_bytes",
+                format!(
+                    "must be at least server.max_body_bytes ({}), or a body of the largest accepted size could never be read",
+                    raw.server.max_body_bytes
+                ),
+            ));
+        }
         let raw_auth = raw.server.auth;
         let bearer_token = resolve_secret(raw_auth.bearer_token, raw_auth.bearer_token_file, base_dir)
             .map_err(|(field, message)| {
@@ -423,6 +437,11 @@ impl Config {
                 max_queued_requests: raw.server.max_queued_requests,
                 request_timeout: positive(raw.server.request_timeout)
                     .map_err(|m| invalid("server.request_timeout", m))?,
+                body_timeout: positive(raw.server.body_timeout)
+                    .map_err(|m| invalid("server.body_timeout", m))?,
+                queue_timeout: positive(raw.server.queue_timeout)
+                    .map_err(|m| invalid("server.queue_timeout", m))?,
+                max_buffered_body_bytes: raw.server.max_buffered_body_bytes,
                 reload_interval: raw.server.reload_interval,
             },
             apps,

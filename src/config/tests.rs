@@ -552,3 +552,46 @@ fn alertmanager_credentials_go_only_to_a_configured_url() {
     );
     assert!(error(&both).contains("not both"));
 }
+
+#[test]
+fn the_http_edge_bounds_bodies_and_waits_by_default_within_alertmanagers_patience() {
+    let server = load(MINIMAL).unwrap().server;
+    assert_eq!(server.body_timeout, Duration::from_secs(5));
+    assert_eq!(server.queue_timeout, Duration::from_secs(3));
+    assert_eq!(server.max_buffered_body_bytes, 32 * 1024 * 1024);
+    assert!(server.max_buffered_body_bytes >= server.max_body_bytes);
+    // A webhook admitted at the end of its wait still has its whole delivery deadline, and
+    // a second for reading and rendering, before Alertmanager's shortest patience (10s).
+    let delivery = load(MINIMAL).unwrap().wecom.delivery_deadline;
+    assert!(server.queue_timeout + delivery + Duration::from_secs(1) <= Duration::from_secs(10));
+
+    let set = load(&format!(
+        "server: {{body_timeout: 2s, queue_timeout: 500ms, max_buffered_body_bytes: 8388608}}\n{MINIMAL}"
+    ))
+    .unwrap()
+    .server;
+    assert_eq!(set.body_timeout, Duration::from_secs(2));
+    assert_eq!(set.queue_timeout, Duration::from_millis(500));
+    assert_eq!(set.max_buffered_body_bytes, 8 * 1024 * 1024);
+}
+
+#[test]
+fn edge_limits_that_could_never_be_met_are_refused() {
+    for (server, key, message) in [
+        ("{body_timeout: 0s}", "server.body_timeout", "greater than 0"),
+        ("{queue_timeout: 0s}", "server.queue_timeout", "greater than 0"),
+        (
+            "{max_body_bytes: 2048, max_buffered_body_bytes: 2047}",
+            "server.max_buffered_body_bytes",
+            "at least server.max_body_bytes (2048)",
+        ),
+        (
+            "{max_buffered_body_bytes: 1048576}",
+            "server.max_buffered_body_bytes",
+            "4194304",
+        ),
+    ] {
+        let text = error(&format!("server: {server}\n{MINIMAL}"));
+        assert!(text.contains(key) && text.contains(message), "{server}: {text}");
+    }
+}
