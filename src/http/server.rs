@@ -44,6 +44,7 @@ impl Application {
         let admission = web::Data::new(Admission::new(
             settings.max_concurrent_requests,
             settings.max_queued_requests,
+            settings.max_buffered_body_bytes,
         ));
         let runtime = web::Data::new(runtime);
         let shared = runtime.clone().into_inner();
@@ -70,6 +71,13 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
         .client_request_timeout(settings.request_timeout)
+        // A client that closes its connection ends the request: actix-http's h1 dispatcher
+        // (actix-http/src/h1/dispatcher.rs, `poll`) then finishes the connection and drops
+        // the handler's future at once. With half-closed connections allowed (actix's
+        // default) it would instead go on polling the handler to the end, so a webhook whose
+        // caller gave up would still wait for its turn and be delivered. No webhook sender
+        // half-closes and then waits for an answer (Alertmanager's Go client does not).
+        .h1_allow_half_closed(false)
         // Longer than Alertmanager's idle-connection timeout (5 min), so the client, not
         // the server, closes idle connections: otherwise a webhook sent on a connection the
         // server is closing fails and is only delivered on Alertmanager's retry.
