@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::header::{ContentLength, HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{self, ContentLength, HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use log::{error, warn};
@@ -48,6 +48,19 @@ pub async fn receive_alerts(
     let service = runtime.service();
     let response = answer(&request, payload, service.clone(), &admission).await;
     count(&service.metrics, &response);
+    response
+}
+
+/// `/alerts` with a method other than POST.
+pub async fn wrong_method(runtime: web::Data<Runtime>) -> HttpResponse {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "/alerts takes POST with Alertmanager's webhook payload",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    count(&runtime.metrics, &response);
     response
 }
 
@@ -268,10 +281,11 @@ fn body_too_large(limit: usize, decoded: bool) -> HttpResponse {
 }
 
 /// The statuses `/alerts` answers: the label values of `webhooks_received_total`.
-const ANSWERED: [StatusCode; 9] = [
+const ANSWERED: [StatusCode; 10] = [
     StatusCode::OK,
     StatusCode::BAD_REQUEST,
     StatusCode::UNAUTHORIZED,
+    StatusCode::METHOD_NOT_ALLOWED,
     StatusCode::REQUEST_TIMEOUT,
     StatusCode::PAYLOAD_TOO_LARGE,
     StatusCode::UNSUPPORTED_MEDIA_TYPE,

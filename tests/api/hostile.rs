@@ -1,6 +1,6 @@
 //! The HTTP edge under hostile load and slow clients: bodies that trickle in, callers that
-//! give up while their webhook waits, compressed bodies (zip bombs included). Figures
-//! worth reporting are printed with `eprintln!`.
+//! give up while their webhook waits, compressed bodies (zip bombs included) and methods an
+//! endpoint does not take. Figures worth reporting are printed with `eprintln!`.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -482,4 +482,73 @@ async fn truncated_or_corrupt_compressed_bodies_are_answered_400_saying_so() {
     let (status, report) = post_encoded(&app, "gzip", trailing).await;
     assert_eq!(status, 400, "{report}");
     assert_eq!(app.wecom.send_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_method_an_endpoint_does_not_take_is_answered_405_with_allow() {
+    let app = spawn_app().await;
+    let cases = [
+        (reqwest::Method::GET, "/alerts", "POST"),
+        (reqwest::Method::PUT, "/alerts", "POST"),
+        (reqwest::Method::POST, "/metrics", "GET"),
+        (reqwest::Method::POST, "/-/healthy", "GET"),
+        (reqwest::Method::DELETE, "/-/ready", "GET"),
+        (reqwest::Method::GET, "/-/reload", "POST"),
+        (reqwest::Method::GET, "/-/render", "POST"),
+        (reqwest::Method::PUT, "/wecom/callback/ops", "GET, POST"),
+    ];
+    for (method, path, allowed) in cases {
+        let response = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{method} {path}");
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(allow.as_deref(), Some(allowed), "{method} {path}");
+    }
+    let response = app
+        .http
+        .get(format!("{}/alerts", app.address))
+        .send()
+        .await
+        .unwrap();
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert!(report["error"].as_str().unwrap().contains("POST"), "{report}");
+    assert_eq!(
+        metric(
+            &app.metrics().await,
+            r#"alertmanager_wecom_webhooks_received_total{code="405"}"#
+        ),
+        3.0
+    );
+    assert_eq!(app.wecom.send_calls(), 0);
+}
+
+#[tokio::test]
+async fn the_render_preview_and_wecom_callbacks_refuse_compressed_bodies_unread() {
+    let app = spawn_app().await;
+    for path in [
+        "/-/render",
+        "/wecom/callback/ops?msg_signature=x&timestamp=1&nonce=n",
+    ] {
+        let response = app
+            .http
+            .post(format!("{}{path}", app.address))
+            .header("Content-Encoding", "gzip")
+            .body(gzip(&vec![b' '; 1000 * 1000]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 415, "{path}");
+        let report: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            report["error"].as_str().unwrap().contains("uncompressed"),
+            "{path}: {report}"
+        );
+    }
 }
