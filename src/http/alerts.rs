@@ -153,8 +153,8 @@ async fn answer(
 struct Caller(Arc<AtomicBool>);
 
 impl Caller {
-    /// Marks the caller gone when the returned guard is dropped without the task having
-    /// answered: the request future was dropped with the connection.
+    /// A guard that marks the caller gone when dropped: either the task has answered by
+    /// then, or the request future was dropped with its connection.
     fn watch(&self) -> CallerWatch {
         CallerWatch(self.0.clone())
     }
@@ -221,7 +221,7 @@ fn abandoned() -> HttpResponse {
 }
 
 fn refuse_body(error: BodyError, settings: &ServerSettings) -> HttpResponse {
-    let seconds = |duration: Duration| humantime::format_duration(duration).to_string();
+    let format = |duration: Duration| humantime::format_duration(duration).to_string();
     match error {
         BodyError::TooLarge { decoded } => body_too_large(settings.max_body_bytes, decoded),
         BodyError::TimedOut => {
@@ -230,7 +230,7 @@ fn refuse_body(error: BodyError, settings: &ServerSettings) -> HttpResponse {
                 StatusCode::REQUEST_TIMEOUT,
                 &format!(
                     "request body not received in time: it must arrive whole within server.body_timeout ({})",
-                    seconds(settings.body_timeout)
+                    format(settings.body_timeout)
                 ),
             )
         }

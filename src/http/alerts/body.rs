@@ -21,9 +21,6 @@ pub const SUPPORTED_ENCODINGS: &str = "gzip, deflate or none (identity)";
 /// in holds little of the budget, one that arrives at once is copied about once.
 const FIRST_BUFFER: usize = 4 * 1024;
 
-/// The most one decoding step inflates before the buffer (and the budget) grow again.
-const MAX_DECODE_STEP: usize = 256 * 1024;
-
 /// gzip headers are ten bytes plus optional name, comment and extra fields; senders of
 /// webhooks put nothing there, and this bounds what is buffered outside the budget.
 const MAX_GZIP_HEADER: usize = 64 * 1024;
@@ -194,9 +191,10 @@ impl Sink {
                     Ok(())
                 };
             }
+            // Full: grow it (by doubling), so a decoder never writes past what the budget
+            // holds for this body.
             if self.bytes.len() == self.filled {
-                let step = room.min(self.filled.clamp(FIRST_BUFFER, MAX_DECODE_STEP));
-                self.make_room(step).await?;
+                self.make_room(room.min(FIRST_BUFFER)).await?;
             }
             let end = self.bytes.len().min(self.limit);
             let given = end - self.filled;
