@@ -282,7 +282,7 @@ async fn callers_that_give_up_while_queued_are_never_delivered() {
         .all(|answer| answer.as_ref().is_err_and(reqwest::Error::is_timeout)));
     // Their places are free again as soon as the server sees the connections close: five
     // more fit in the queue.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let (late, _) = tokio::join!(
         join_all((6..=10).map(|i| post_timed(&app, webhook(i), None))),
         async {
