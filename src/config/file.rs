@@ -223,9 +223,18 @@ pub struct ServerSection {
     /// Webhooks waiting for a turn; beyond this they are answered 503 with Retry-After.
     #[serde(default = "default_max_queued_requests")]
     pub max_queued_requests: usize,
-    /// Time a client has to send request headers, and then the body.
+    /// Time a client has to send its request headers.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Time a client has to send the whole body once its headers are in.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// How long a webhook whose body is read may wait for a turn; then 503 + Retry-After.
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Bytes all bodies being read or waiting for a turn may hold together.
+    #[serde(default = "default_max_buffered_body_bytes")]
+    pub max_buffered_body_bytes: usize,
     /// Poll the config file and template directory for changes this often (0s: never).
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
@@ -240,6 +249,9 @@ impl Default for ServerSection {
             max_concurrent_requests: default_max_concurrent_requests(),
             max_queued_requests: default_max_queued_requests(),
             request_timeout: default_request_timeout(),
+            body_timeout: default_body_timeout(),
+            queue_timeout: default_queue_timeout(),
+            max_buffered_body_bytes: default_max_buffered_body_bytes(),
             reload_interval: default_reload_interval(),
         }
     }
@@ -479,6 +491,24 @@ fn default_max_queued_requests() -> usize {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
+}
+/// Alertmanager sends a body from memory right after its headers: a 4 MiB one arrives in
+/// 5 s even at 7 Mbit/s, in milliseconds in a cluster. Slower is a client in trouble or one
+/// holding a place on purpose.
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+/// Alertmanager gives a notification max(group_interval, 10s) at the least (its notify
+/// timeout), and a delivery may take `wecom.delivery_deadline` (6s) once it has its turn;
+/// with about a second for the body and rendering, 10 - 6 - 1 = 3s is the longest a
+/// webhook can wait and still be answered before Alertmanager gives up on it. Past that,
+/// an immediate 503 serves it better than an answer nobody reads.
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+/// Eight bodies at the 4 MiB limit, or hundreds of ordinary ones, read or waiting at once.
+fn default_max_buffered_body_bytes() -> usize {
+    32 * 1024 * 1024
 }
 fn default_reload_interval() -> Duration {
     Duration::from_secs(10)

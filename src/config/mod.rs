@@ -102,6 +102,11 @@ pub struct ServerSettings {
     pub max_concurrent_requests: usize,
     pub max_queued_requests: usize,
     pub request_timeout: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body_timeout: Duration,
+    /// From a body read whole to its turn.
+    pub queue_timeout: Duration,
+    pub max_buffered_body_bytes: usize,
     pub reload_interval: Duration,
 }
 
@@ -276,6 +281,15 @@ impl Config {
         if raw.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be greater than 0".into()));
         }
+        if raw.server.max_buffered_body_bytes < raw.server.max_body_bytes {
+            return Err(invalid(
+                "server.max_buffered_body_bytes",
+                format!(
+                    "must be at least server.max_body_bytes ({}), or a body of the largest accepted size could never be read",
+                    raw.server.max_body_bytes
+                ),
+            ));
+        }
         let raw_auth = raw.server.auth;
         let bearer_token = resolve_secret(raw_auth.bearer_token, raw_auth.bearer_token_file, base_dir)
             .map_err(|(field, message)| {
@@ -435,6 +449,11 @@ impl Config {
                 max_queued_requests: raw.server.max_queued_requests,
                 request_timeout: positive(raw.server.request_timeout)
                     .map_err(|m| invalid("server.request_timeout", m))?,
+                body_timeout: positive(raw.server.body_timeout)
+                    .map_err(|m| invalid("server.body_timeout", m))?,
+                queue_timeout: positive(raw.server.queue_timeout)
+                    .map_err(|m| invalid("server.queue_timeout", m))?,
+                max_buffered_body_bytes: raw.server.max_buffered_body_bytes,
                 reload_interval: raw.server.reload_interval,
             },
             apps,
@@ -458,6 +477,16 @@ impl Config {
                 "server.shutdown_grace ({}) is shorter than wecom.delivery_deadline ({}): on SIGTERM, webhooks still being delivered are cut off unanswered (Alertmanager retries them, possibly after WeCom took them); set shutdown_grace to at least the deadline",
                 humantime::format_duration(self.server.shutdown_grace),
                 humantime::format_duration(wecom.delivery_deadline)
+            ));
+        }
+        let waited = self.server.queue_timeout + wecom.delivery_deadline;
+        if wecom.delivery_deadline < ALERTMANAGER_SHORTEST_TIMEOUT && waited >= ALERTMANAGER_SHORTEST_TIMEOUT
+        {
+            warnings.push(format!(
+                "server.queue_timeout ({}) + wecom.delivery_deadline ({}) is not under {}: a webhook that waited its whole turn can be answered after Alertmanager stopped waiting (max(group_interval, 10s)); lower one of them",
+                humantime::format_duration(self.server.queue_timeout),
+                humantime::format_duration(wecom.delivery_deadline),
+                humantime::format_duration(ALERTMANAGER_SHORTEST_TIMEOUT)
             ));
         }
         if wecom.delivery_deadline >= ALERTMANAGER_SHORTEST_TIMEOUT {

@@ -569,6 +569,11 @@ fn combinations_that_lose_or_delay_notifications_are_warned_about() {
     assert!(
         short_grace[0].contains("server.shutdown_grace (2s) is shorter than wecom.delivery_deadline (6s)")
     );
+    let long_wait = warnings("{delivery_deadline: 6s}", "{queue_timeout: 5s}");
+    assert_eq!(long_wait.len(), 1, "{long_wait:?}");
+    assert!(
+        long_wait[0].contains("server.queue_timeout (5s) + wecom.delivery_deadline (6s) is not under 10s")
+    );
     let long_deadline = warnings("{delivery_deadline: 15s, timeout: 20s}", "{shutdown_grace: 30s}");
     assert_eq!(long_deadline.len(), 2, "{long_deadline:?}");
     assert!(long_deadline[0].contains("Alertmanager gives up on a webhook after max(group_interval, 10s)"));
@@ -590,4 +595,47 @@ fn outbound_concurrency_defaults_and_bounds() {
         zero.contains("wecom.max_parallel_sends: must be at least 1"),
         "{zero}"
     );
+}
+
+#[test]
+fn the_http_edge_bounds_bodies_and_waits_by_default_within_alertmanagers_patience() {
+    let server = load(MINIMAL).unwrap().server;
+    assert_eq!(server.body_timeout, Duration::from_secs(5));
+    assert_eq!(server.queue_timeout, Duration::from_secs(3));
+    assert_eq!(server.max_buffered_body_bytes, 32 * 1024 * 1024);
+    assert!(server.max_buffered_body_bytes >= server.max_body_bytes);
+    // A webhook admitted at the end of its wait still has its whole delivery deadline, and
+    // a second for reading and rendering, before Alertmanager's shortest patience (10s).
+    let delivery = load(MINIMAL).unwrap().wecom.delivery_deadline;
+    assert!(server.queue_timeout + delivery + Duration::from_secs(1) <= Duration::from_secs(10));
+
+    let set = load(&format!(
+        "server: {{body_timeout: 2s, queue_timeout: 500ms, max_buffered_body_bytes: 8388608}}\n{MINIMAL}"
+    ))
+    .unwrap()
+    .server;
+    assert_eq!(set.body_timeout, Duration::from_secs(2));
+    assert_eq!(set.queue_timeout, Duration::from_millis(500));
+    assert_eq!(set.max_buffered_body_bytes, 8 * 1024 * 1024);
+}
+
+#[test]
+fn edge_limits_that_could_never_be_met_are_refused() {
+    for (server, key, message) in [
+        ("{body_timeout: 0s}", "server.body_timeout", "greater than 0"),
+        ("{queue_timeout: 0s}", "server.queue_timeout", "greater than 0"),
+        (
+            "{max_body_bytes: 2048, max_buffered_body_bytes: 2047}",
+            "server.max_buffered_body_bytes",
+            "at least server.max_body_bytes (2048)",
+        ),
+        (
+            "{max_buffered_body_bytes: 1048576}",
+            "server.max_buffered_body_bytes",
+            "4194304",
+        ),
+    ] {
+        let text = error(&format!("server: {server}\n{MINIMAL}"));
+        assert!(text.contains(key) && text.contains(message), "{server}: {text}");
+    }
 }

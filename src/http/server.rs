@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpServer};
+use actix_web::http::header::CONTENT_ENCODING;
+use actix_web::{guard, web, App, HttpResponse, HttpServer};
 use log::{info, warn};
 use sha2::{Digest, Sha256};
 
 use super::admin::{healthy, metrics, ready, reload, render_preview};
 use super::admission::Admission;
-use super::alerts::{prepare_metrics, receive_alerts};
+use super::alerts::{error_response, prepare_metrics, receive_alerts, wrong_method};
 use super::callback;
 use crate::service::Runtime;
 
@@ -44,23 +45,35 @@ impl Application {
         let admission = web::Data::new(Admission::new(
             settings.max_concurrent_requests,
             settings.max_queued_requests,
+            settings.max_buffered_body_bytes,
         ));
         let runtime = web::Data::new(runtime);
         let shared = runtime.clone().into_inner();
         shared.start_background();
         let server = HttpServer::new(move || {
+            // One resource per path, so that a method it does not take is answered 405 with
+            // `Allow` (by the resource's default service) instead of falling through to 404.
             App::new()
                 .app_data(runtime.clone())
                 .app_data(admission.clone())
-                .route("/alerts", web::post().to(receive_alerts))
-                .route("/metrics", web::get().to(metrics))
-                .route("/-/healthy", web::get().to(healthy))
-                .route("/-/ready", web::get().to(ready))
-                .route("/-/reload", web::post().to(reload))
-                .route("/-/render", web::post().to(render_preview))
+                .service(
+                    web::resource("/alerts")
+                        .route(web::post().to(receive_alerts))
+                        .default_service(web::to(wrong_method)),
+                )
+                .service(web::resource("/metrics").route(web::get().to(metrics)))
+                .service(web::resource("/-/healthy").route(web::get().to(healthy)))
+                .service(web::resource("/-/ready").route(web::get().to(ready)))
+                .service(web::resource("/-/reload").route(web::post().to(reload)))
+                .service(
+                    web::resource("/-/render")
+                        .route(compressed().to(compression_refused))
+                        .route(web::post().to(render_preview)),
+                )
                 .service(
                     web::resource("/wecom/callback/{app}")
                         .app_data(web::PayloadConfig::new(callback::MAX_CALLBACK_BYTES))
+                        .route(compressed().to(compression_refused))
                         .route(web::get().to(callback::verify_url))
                         .route(web::post().to(callback::receive)),
                 )
@@ -70,6 +83,13 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(settings.shutdown_grace.as_secs().max(1))
         .client_request_timeout(settings.request_timeout)
+        // A client that closes its connection ends the request: actix-http's h1 dispatcher
+        // (actix-http/src/h1/dispatcher.rs, `poll`) then finishes the connection and drops
+        // the handler's future at once. With half-closed connections allowed (actix's
+        // default) it would instead go on polling the handler to the end, so a webhook whose
+        // caller gave up would still wait for its turn and be delivered. No webhook sender
+        // half-closes and then waits for an answer (Alertmanager's Go client does not).
+        .h1_allow_half_closed(false)
         // Longer than Alertmanager's idle-connection timeout (5 min), so the client, not
         // the server, closes idle connections: otherwise a webhook sent on a connection the
         // server is closing fails and is only delivered on Alertmanager's retry.
@@ -141,6 +161,26 @@ impl Shutdown {
         );
         self.server.stop(true).await;
     }
+}
+
+/// Requests with a `Content-Encoding` other than identity. Those endpoints take small bodies
+/// that nobody compresses; refusing them unread keeps actix's own decoder, which inflates a
+/// whole chunk before any size limit applies, away from bodies nobody has authenticated yet.
+fn compressed() -> actix_web::Route {
+    web::route().guard(guard::fn_guard(|context| {
+        context
+            .head()
+            .headers()
+            .get_all(CONTENT_ENCODING)
+            .any(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"))
+    }))
+}
+
+async fn compression_refused() -> HttpResponse {
+    error_response(
+        actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "this endpoint takes uncompressed bodies only; send it without Content-Encoding",
+    )
 }
 
 #[cfg(unix)]

@@ -10,6 +10,7 @@ mod fake_wecom;
 mod fake_wecom_selftest;
 mod fitting;
 mod helpers;
+mod hostile;
 mod idempotency;
 mod interactive;
 mod observability;
