@@ -49,21 +49,27 @@ pub async fn send(
         deadline,
         cap: call_timeout,
     };
-    let mut retry = Retry::new(deadline);
+    // A call starts only with time to finish: one cut short by the deadline may still
+    // reach WeCom (an unknown outcome, a retry WeCom has to drop as a duplicate).
+    let latest_start = deadline
+        .checked_sub(shortest_call(call_timeout))
+        .unwrap_or(deadline);
+    let mut retry = Retry::new(latest_start);
     let mut credential_replaced = false;
     let mut last_failure: Option<SendFailure> = None;
+    // A retry is booked once it is sure to be made: it has its slot, in time.
+    let mut book_retry = false;
     loop {
         let attempt = retry.attempt();
-        // A call waits for a slot, and starts only with time to finish: one cut short by
-        // the deadline may still reach WeCom (an unknown outcome, a retry WeCom has to
-        // drop as a duplicate). No call made means the earlier failure, if any, says more.
-        let latest_start = deadline
-            .checked_sub(shortest_call(call_timeout))
-            .unwrap_or(deadline);
+        // No call made: the earlier failure, if any, says more.
         let slot = match tokio::time::timeout_at(latest_start.into(), slots.acquire()).await {
             Ok(Ok(slot)) if Instant::now() < latest_start => slot,
             _ => return Err(last_failure.unwrap_or_else(|| busy(target))),
         };
+        if let (true, Some(failure)) = (book_retry, &last_failure) {
+            budget.another(failure).await?;
+            book_retry = false;
+        }
         let answer = match method {
             Method::Send => target.call(body, limit).await,
             Method::UpdateCard => target.update_card(body, limit).await,
@@ -84,8 +90,8 @@ pub async fn send(
         if !retry.back_off(&who, attempt, &failure).await {
             return Err(failure);
         }
-        budget.another(&failure).await?;
         last_failure = Some(failure);
+        book_retry = true;
     }
 }
 

@@ -476,8 +476,10 @@ async fn attempts_wecom_may_have_counted_are_booked_even_when_the_message_failed
     for _ in 0..5 {
         assert_eq!(app.post(&slow).await.0, 503);
     }
+    // Attempts within one post, and a post after the first's claim expired (meanwhile a
+    // retry waits for it: the first may still land).
     let counted = app.wecom.send_calls();
-    assert!(counted >= 10, "several attempts per post: {counted}");
+    assert!(counted >= 2, "several attempts: {counted}");
     app.wecom.set_answer_latency(Duration::ZERO);
     let groups: Vec<String> = (0..27).map(|i| group(i, "warning", "firing")).collect();
     let answers = post_all(&app, &groups).await;
