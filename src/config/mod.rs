@@ -503,6 +503,26 @@ impl Config {
                 humantime::format_duration(wecom.delivery_deadline)
             ));
         }
+        // Routes are tried in order and the first match wins unless it has `continue`: a
+        // route behind a catch-all, or behind one with the very same matchers, never sees
+        // an alert.
+        for (i, route) in self.routes.iter().enumerate() {
+            let shadow = self.routes[..i].iter().find(|earlier| {
+                !earlier.continue_matching
+                    && (earlier.matchers.is_empty() || earlier.matchers == route.matchers)
+            });
+            if let Some(earlier) = shadow {
+                let why = if earlier.matchers.is_empty() {
+                    "has no matchers (it takes every alert)"
+                } else {
+                    "has the same matchers"
+                };
+                warnings.push(format!(
+                    "route {:?} can never match: route {:?} before it {why} and no `continue: true`; move it up, or add `continue: true` to {:?}",
+                    route.name, earlier.name, earlier.name
+                ));
+            }
+        }
         warnings
     }
 

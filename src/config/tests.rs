@@ -639,3 +639,33 @@ fn edge_limits_that_could_never_be_met_are_refused() {
         assert!(text.contains(key) && text.contains(message), "{server}: {text}");
     }
 }
+
+#[test]
+fn routes_that_can_never_match_are_warned_about() {
+    let config = load(
+        r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1}]
+routes:
+  - {name: db, matchers: ['team="db"'], app: ops, msgtype: text, to: {users: [a]}}
+  - {name: db-again, matchers: ['team="db"'], app: ops, msgtype: text, to: {users: [b]}}
+  - {name: all, app: ops, msgtype: text, to: {users: [a]}}
+  - {name: late, matchers: ['team="pay"'], app: ops, msgtype: text, to: {users: [a]}}
+"#,
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0]
+        .contains(r#"route "db-again" can never match: route "db" before it has the same matchers"#));
+    assert!(warnings[1].contains(r#"route "late" can never match: route "all" before it has no matchers"#));
+    let with_continue = load(
+        r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1}]
+routes:
+  - {name: all, app: ops, msgtype: text, to: {users: [a]}, continue: true}
+  - {name: db, matchers: ['team="db"'], app: ops, msgtype: text, to: {users: [b]}}
+"#,
+    )
+    .unwrap();
+    assert!(with_continue.warnings().is_empty());
+}
