@@ -13,6 +13,7 @@ mod idempotency;
 mod interactive;
 mod observability;
 mod operations;
+mod properties;
 mod routing;
 mod shared_state;
 mod state_store;
