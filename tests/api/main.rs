@@ -15,6 +15,7 @@ mod idempotency;
 mod interactive;
 mod observability;
 mod operations;
+mod properties;
 mod routing;
 mod shared_state;
 mod state_store;
