@@ -523,7 +523,7 @@ pub fn check_render(spec: &NotificationSpec) {
             // Known: the built-in templates show `labels.alertname` in strict mode, so an
             // alert without that label (Prometheus always sets it; other clients of
             // Alertmanager's API need not) fails to render. Nothing else may fail.
-            Err(e) if nameless && e.message.contains("\"labels.alertname\"") => continue,
+            Err(e) if nameless && e.message.contains("labels.alertname does not exist") => continue,
             // Known: the card templates put links in their JSON through `safeUrl` and
             // `alertmanagerURL` in triple braces, which encode quotes and whitespace but
             // not a backslash or another control character, so such a link breaks the

@@ -499,7 +499,16 @@ pub fn safe_url(url: &str) -> String {
             ']' => out.push_str("%5D"),
             '`' => out.push_str("%60"),
             '*' => out.push_str("%2A"),
+            // A backslash or a control character would break the JSON of a card (its
+            // templates write links in triple braces) and means nothing in a URL.
+            '\\' => out.push_str("%5C"),
             c if c.is_whitespace() => out.push_str("%20"),
+            c if c.is_control() => {
+                let mut bytes = [0; 4];
+                for byte in c.encode_utf8(&mut bytes).bytes() {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -1062,6 +1071,14 @@ mod tests {
         let e = err("{{silenceURL lables}}", &data);
         assert!(e.contains("lables"), "{e}");
         assert!(err("{{silenceURL externalURL}}", &data).contains("label set"));
+    }
+
+    #[test]
+    fn safe_url_encodes_what_would_break_a_cards_json() {
+        assert_eq!(
+            safe_url("http://p.example/a\\b\u{1}c\u{7f}d"),
+            "http://p.example/a%5Cb%01c%7Fd"
+        );
     }
 
     #[test]

@@ -435,14 +435,17 @@ async fn a_click_by_someone_not_allowed_silences_nothing_and_tells_them_why() {
     assert!(am.silences().is_empty());
     let card = app.wecom.card_view(&task, "alice").unwrap();
     assert_eq!(buttons(&card).len(), 4, "the card is unchanged");
-    let scrape = app.metrics().await;
-    assert_eq!(
-        metric(
-            &scrape,
-            r#"alertmanager_wecom_callbacks_total{app="ops",event="template_card_event",outcome="not_allowed"}"#
-        ),
-        1.0
-    );
+    // Counted once the click's handling ends, just after bob was told.
+    let not_allowed =
+        r#"alertmanager_wecom_callbacks_total{app="ops",event="template_card_event",outcome="not_allowed"}"#;
+    let started = Instant::now();
+    while metric(&app.metrics().await, not_allowed) < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "counted as not_allowed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
