@@ -381,3 +381,30 @@ fn a_route_may_use_the_labels_its_equality_matchers_guarantee() {
         .check_with_samples(&config.routes, |_| APP)
         .expect("team is on every alert this route gets");
 }
+
+#[test]
+fn an_alert_without_an_alertname_renders_in_every_builtin_template() {
+    // Prometheus always sets alertname; other clients of Alertmanager's API need not.
+    let nameless = r#"{"version":"4","groupKey":"{}:{}","status":"firing","receiver":"x","externalURL":"http://am.example",
+        "alerts":[{"status":"firing","labels":{"job":"x"}},{"status":"resolved","labels":{"job":"y"}}]}"#;
+    for msgtype in ["text", "markdown", "textcard", "template_card"] {
+        let message = render(msgtype, &[nameless]);
+        assert!(
+            text_of(&message).contains("(no alertname)"),
+            "{msgtype}: {}",
+            text_of(&message)
+        );
+    }
+}
+
+#[test]
+fn a_series_of_a_thousand_parts_keeps_every_part_within_the_limit() {
+    let parts = series::split(2000, 2048, 1000, |range| {
+        Ok::<_, ()>(range.map(|i| format!("{i:04}{}\n", "x".repeat(1000))).collect())
+    })
+    .unwrap();
+    assert!(parts
+        .texts
+        .iter()
+        .all(|text| text.len() + "(1000/1000) ".len() <= 2048));
+}
