@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{AlertmanagerSection, ButtonsSection, CallbackSection};
-use super::{clean_ids, normalize_api_url, resolve_secret};
+use super::{clean_ids, normalize_api_url, resolve_secret, validate_basic_auth};
 use crate::secret::Secret;
 
 /// WeCom's buttons per `button_interaction` card (模板卡片消息, button_list: 不超过6).
@@ -152,26 +152,10 @@ pub fn validate_alertmanager(
         .transpose()?;
     let bearer_token = resolve_secret(raw.bearer_token, raw.bearer_token_file, base_dir)
         .map_err(|(field, m)| (key(&field.replace("secret", "bearer_token")), m))?;
-    let basic_auth = match raw.basic_auth {
-        None => None,
-        Some(basic) => {
-            let password = resolve_secret(basic.password, basic.password_file, base_dir)
-                .map_err(|(field, m)| {
-                    (
-                        key(&format!("basic_auth.{}", field.replace("secret", "password"))),
-                        m,
-                    )
-                })?
-                .ok_or_else(|| (key("basic_auth.password"), "is required".to_string()))?;
-            if basic.username.is_empty() || basic.username.contains(':') {
-                return Err((
-                    key("basic_auth.username"),
-                    "must be non-empty and contain no ':'".into(),
-                ));
-            }
-            Some((basic.username, password))
-        }
-    };
+    let basic_auth = raw
+        .basic_auth
+        .map(|basic| validate_basic_auth(basic, "alertmanager.basic_auth", base_dir))
+        .transpose()?;
     if bearer_token.is_some() && basic_auth.is_some() {
         return Err((
             key("basic_auth"),

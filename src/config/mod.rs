@@ -298,28 +298,11 @@ impl Config {
                     message,
                 )
             })?;
-        let basic_auth = match raw_auth.basic_auth {
-            None => None,
-            Some(basic) => {
-                let password = resolve_secret(basic.password, basic.password_file, base_dir).map_err(
-                    |(field, message)| {
-                        invalid(
-                            &format!("server.auth.basic_auth.{}", field.replace("secret", "password")),
-                            message,
-                        )
-                    },
-                )?;
-                let password = password
-                    .ok_or_else(|| invalid("server.auth.basic_auth.password", "must not be empty".into()))?;
-                if basic.username.is_empty() || basic.username.contains(':') {
-                    return Err(invalid(
-                        "server.auth.basic_auth.username",
-                        "must be non-empty and contain no ':'".into(),
-                    ));
-                }
-                Some((basic.username, password))
-            }
-        };
+        let basic_auth = raw_auth
+            .basic_auth
+            .map(|basic| validate_basic_auth(basic, "server.auth.basic_auth", base_dir))
+            .transpose()
+            .map_err(|(key, message)| invalid(&key, message))?;
         let auth = AuthSettings {
             bearer_token,
             basic_auth,
@@ -634,6 +617,24 @@ pub(crate) fn resolve_secret(
         (None, None) => String::new(),
     };
     Ok(Some(value).filter(|v| !v.is_empty()).map(Secret::new))
+}
+
+/// Validates a `basic_auth: {username, password | password_file}` found at `key`.
+pub(crate) fn validate_basic_auth(
+    basic: file::BasicAuthSection,
+    key: &str,
+    base_dir: &Path,
+) -> Result<(String, Secret), (String, String)> {
+    let password = resolve_secret(basic.password, basic.password_file, base_dir)
+        .map_err(|(field, message)| (format!("{key}.{}", field.replace("secret", "password")), message))?
+        .ok_or_else(|| (format!("{key}.password"), "must not be empty".to_string()))?;
+    if basic.username.is_empty() || basic.username.contains(':') {
+        return Err((
+            format!("{key}.username"),
+            "must be non-empty and contain no ':'".into(),
+        ));
+    }
+    Ok((basic.username, password))
 }
 
 /// Expands `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.

@@ -273,7 +273,8 @@ pub fn as_notice(card: &Value) -> Value {
 /// The key name of the status row [`with_status`] adds ("status", ≤ 5 characters).
 const STATUS_ROW: &str = "状态";
 
-fn unix_now() -> i64 {
+/// Now in unix seconds (card ages, callback timestamps).
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -409,21 +410,21 @@ impl Notifier {
     /// Updates a card for a click: `body` is one of [`replace_buttons`] and
     /// [`replace_card`], booked against the recipients' budget like a message.
     pub async fn update_card(&self, record: &CardRecord, body: &Value) -> Result<(), SendFailure> {
-        let target = self.app_target(&record.app)?;
-        let request = self.request_to(target, &record.recipients, &record.card)?;
-        let deadline = Instant::now() + self.settings.delivery_deadline;
-        match self
-            .send_as(target, Method::UpdateCard, body, &request, deadline, 0)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(Unsent::OverBudget(failure) | Unsent::Failed(failure)) => Err(failure),
-        }
+        let content = MessageContent::TemplateCard {
+            card: record.card.clone(),
+        };
+        self.send_outside_a_webhook(
+            &record.app,
+            &record.recipients,
+            &content,
+            Method::UpdateCard,
+            Some(body),
+        )
+        .await
     }
 
     /// Sends a text message to one user of an app: why their click did nothing.
     pub async fn tell(&self, app: &str, user: &str, text: &str) -> Result<(), SendFailure> {
-        let target = self.app_target(app)?;
         let to = Recipients {
             users: vec![user.to_string()],
             ..Recipients::default()
@@ -431,18 +432,37 @@ impl Notifier {
         let content = MessageContent::Text {
             content: text.to_string(),
         };
+        self.send_outside_a_webhook(app, &to, &content, Method::Send, None)
+            .await
+    }
+
+    /// One call for a click, booked like a message to `to` with `content` (one recipient
+    /// batch): `body` if given, else the message itself; within a deadline of its own.
+    async fn send_outside_a_webhook(
+        &self,
+        app: &str,
+        to: &Recipients,
+        content: &MessageContent,
+        method: Method,
+        body: Option<&Value>,
+    ) -> Result<(), SendFailure> {
+        let target = self.app_target(app)?;
         let audience = Audience {
-            recipients: &to,
+            recipients: to,
             mentions: &Mentions::default(),
         };
-        let Some(request) = target.requests(&content, audience).into_iter().next() else {
-            return Ok(());
-        };
+        let request = target
+            .requests(content, audience)
+            .into_iter()
+            .next()
+            .ok_or_else(|| SendFailure::Permanent {
+                reason: "no_recipients",
+                errcode: None,
+                error: "nobody to send to".into(),
+            })?;
         let deadline = Instant::now() + self.settings.delivery_deadline;
-        match self
-            .send_as(target, Method::Send, &request.body, &request, deadline, 0)
-            .await
-        {
+        let body = body.unwrap_or(&request.body);
+        match self.send_as(target, method, body, &request, deadline, 0).await {
             Ok(_) => Ok(()),
             Err(Unsent::OverBudget(failure) | Unsent::Failed(failure)) => Err(failure),
         }
@@ -463,24 +483,6 @@ impl Notifier {
                 reason: "unknown_app",
                 errcode: None,
                 error: format!("app {app:?} is no longer configured"),
-            })
-    }
-
-    /// A request to `to` (for its budget charge): the card's recipients are one batch.
-    fn request_to(&self, target: &dyn Target, to: &Recipients, card: &Value) -> Result<Request, SendFailure> {
-        let content = MessageContent::TemplateCard { card: card.clone() };
-        let audience = Audience {
-            recipients: to,
-            mentions: &Mentions::default(),
-        };
-        target
-            .requests(&content, audience)
-            .into_iter()
-            .next()
-            .ok_or_else(|| SendFailure::Permanent {
-                reason: "no_recipients",
-                errcode: None,
-                error: "the card has no recipients".into(),
             })
     }
 }

@@ -126,9 +126,10 @@ impl Renderer {
         routes: &[RouteConfig],
         limits: impl Fn(&RouteConfig) -> ContentLimits,
     ) -> Result<(), RenderError> {
+        let payloads = samples::payloads();
         for route in routes {
             let limits = limits(route);
-            let samples = samples::for_route(route);
+            let samples = samples::for_route(route, &payloads);
             for sample in &samples {
                 let alerts: Vec<&Alert> = sample.payload.alerts.iter().collect();
                 self.render(route, &sample.payload, &alerts, &[], &limits)

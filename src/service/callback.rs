@@ -13,7 +13,7 @@ use log::{info, warn};
 
 use super::Service;
 use crate::config::{AlertmanagerSettings, Config};
-use crate::deliver::cards::{self, is_task_id, CardRecord};
+use crate::deliver::cards::{self, is_task_id, unix_now, CardRecord};
 use crate::interact::crypto::{check_freshness, CallbackCrypto, CallbackError};
 use crate::interact::event::{self, CardEvent, Incoming};
 use crate::interact::silence::{AlertmanagerAuth, AlertmanagerClient, NewSilence, SilenceError};
@@ -58,7 +58,10 @@ impl CallbackRefusal {
 /// The callback side of every app that has one.
 pub struct Callbacks {
     apps: HashMap<String, AppCallback>,
-    alertmanager: AlertmanagerSettings,
+    /// `alertmanager.url` with its credentials, built once; `None`: each card's
+    /// `externalURL`.
+    configured: Option<AlertmanagerClient>,
+    timeout: Duration,
 }
 
 struct AppCallback {
@@ -67,12 +70,14 @@ struct AppCallback {
 }
 
 impl Callbacks {
-    pub fn new(config: &Config) -> Result<Callbacks, CallbackError> {
+    /// Errors say which app's callback or which Alertmanager setting cannot be used.
+    pub fn new(config: &Config) -> Result<Callbacks, String> {
         let mut apps = HashMap::new();
         for app in &config.apps {
             if let Some(callback) = &app.callback {
                 let crypto =
-                    CallbackCrypto::new(callback.token.clone(), &callback.encoding_aes_key, &app.corp_id)?;
+                    CallbackCrypto::new(callback.token.clone(), &callback.encoding_aes_key, &app.corp_id)
+                        .map_err(|e| format!("app {:?}: {e}", app.name))?;
                 apps.insert(
                     app.name.clone(),
                     AppCallback {
@@ -82,9 +87,17 @@ impl Callbacks {
                 );
             }
         }
+        let settings = &config.alertmanager;
+        let configured = settings
+            .url
+            .as_deref()
+            .map(|url| AlertmanagerClient::new(url, configured_auth(settings), settings.timeout))
+            .transpose()
+            .map_err(|e| format!("alertmanager.url: {e}"))?;
         Ok(Callbacks {
             apps,
-            alertmanager: config.alertmanager.clone(),
+            configured,
+            timeout: settings.timeout,
         })
     }
 
@@ -98,28 +111,22 @@ impl Callbacks {
     /// else the card's `externalURL` — without credentials, which are never sent to a URL
     /// that came in a webhook.
     fn alertmanager(&self, record: &CardRecord) -> Result<AlertmanagerClient, SilenceError> {
-        let settings = &self.alertmanager;
-        match &settings.url {
-            Some(url) => {
-                let auth = match (&settings.bearer_token, &settings.basic_auth) {
-                    (Some(token), _) => AlertmanagerAuth::Bearer(token.clone()),
-                    (None, Some((username, password))) => AlertmanagerAuth::Basic {
-                        username: username.clone(),
-                        password: password.clone(),
-                    },
-                    (None, None) => AlertmanagerAuth::None,
-                };
-                AlertmanagerClient::new(url, auth, settings.timeout)
-            }
-            None => AlertmanagerClient::new(&record.external_url, AlertmanagerAuth::None, settings.timeout),
+        match &self.configured {
+            Some(client) => Ok(client.clone()),
+            None => AlertmanagerClient::new(&record.external_url, AlertmanagerAuth::None, self.timeout),
         }
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+fn configured_auth(settings: &AlertmanagerSettings) -> AlertmanagerAuth {
+    match (&settings.bearer_token, &settings.basic_auth) {
+        (Some(token), _) => AlertmanagerAuth::Bearer(token.clone()),
+        (None, Some((username, password))) => AlertmanagerAuth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        (None, None) => AlertmanagerAuth::None,
+    }
 }
 
 impl Service {

@@ -98,7 +98,7 @@ impl Service {
                 "storm.digest is on but wecom.dedup_window is 0s: without the record of accepted messages nothing can answer a digested notification's retries, so notifications over WeCom's rate limits are held back (503) instead of digested; set dedup_window (e.g. 10m) or storm.digest: false"
             );
         }
-        let callbacks = Callbacks::new(&config).map_err(|e| AssemblyError::Callback(e.to_string()))?;
+        let callbacks = Callbacks::new(&config).map_err(AssemblyError::Callback)?;
         let router = Router::new(&config.routes)?;
         for route in &config.routes {
             metrics.messages_cut.with_label_values(&[&route.name]);

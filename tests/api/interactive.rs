@@ -547,3 +547,27 @@ async fn a_card_of_more_alerts_than_a_click_silences_offers_only_acknowledge() {
     let card = app.wecom.card_view(&task, "alice").unwrap();
     assert_eq!(buttons(&card), ["ack"]);
 }
+
+#[tokio::test]
+async fn a_callback_that_is_not_a_card_click_is_answered_and_ignored() {
+    let am = StandInAlertmanager::start().await;
+    let app = spawn_interactive(&am.url, "{}").await;
+    let text = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName><CreateTime>1</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hello]]></Content><AgentID>{OPS_AGENT}</AgentID></xml>"
+    );
+    let (query, body) = app.wecom.encrypt_for(OPS_AGENT, &text);
+    let (status, _) = app
+        .wecom
+        .post_callback_raw(OPS_AGENT, &format!("?{query}"), body)
+        .await;
+    assert_eq!(status, 200, "WeCom must not deliver it again");
+    let scrape = app.metrics().await;
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"alertmanager_wecom_callbacks_total{app="ops",event="other",outcome="ignored"}"#
+        ),
+        1.0
+    );
+    assert!(am.silences().is_empty());
+}

@@ -72,10 +72,12 @@ const NAMES: [(&str, &str); 5] = [
 /// The samples as `route` would really get them: without resolved alerts when it does
 /// not send them (and without the samples left empty), and with the labels its equality
 /// matchers guarantee (`team="pay"`: every alert has `team=pay`), so a template may use
-/// what its route promises without guarding it.
-pub fn for_route(route: &RouteConfig) -> Vec<Sample> {
-    payloads()
-        .into_iter()
+/// what its route promises without guarding it. `payloads` are [`payloads`], parsed once
+/// for all routes.
+pub fn for_route(route: &RouteConfig, payloads: &[WebhookPayload]) -> Vec<Sample> {
+    payloads
+        .iter()
+        .cloned()
         .zip(NAMES)
         .filter_map(|(mut payload, (name, about))| {
             if !route.send_resolved {
