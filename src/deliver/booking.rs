@@ -69,9 +69,11 @@ impl<'a> Bookings<'a> {
         }
     }
 
-    /// The message failed: bookings WeCom cannot have counted are given back.
-    pub async fn failed(self) {
-        let keep = self.maybe_received.load(Ordering::Relaxed);
+    /// The message failed with `last`: bookings WeCom cannot have counted are given back.
+    /// An attempt that may have reached WeCom keeps every booking, the last attempt's
+    /// too: a lone call that timed out was counted by WeCom all the same.
+    pub async fn failed(self, last: &SendFailure) {
+        let keep = self.maybe_received.load(Ordering::Relaxed) || last.may_have_reached_wecom();
         for reservation in self.take() {
             if keep {
                 self.budgets.settle(&reservation).await;

@@ -619,7 +619,7 @@ impl Notifier {
                 Ok(Some(receipt))
             }
             Err(failure) => {
-                bookings.failed().await;
+                bookings.failed(&failure).await;
                 Err(Unsent::Failed(failure))
             }
         }

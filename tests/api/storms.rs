@@ -492,6 +492,26 @@ async fn attempts_wecom_may_have_counted_are_booked_even_when_the_message_failed
     assert_eq!(app.wecom.silently_dropped(), 0);
 }
 
+/// A message with time for one call only: that call times out (WeCom took it, and counts
+/// it) and no retry follows. Its booking is kept all the same; once it was given back, and
+/// the next 27 messages were all sent: one more than WeCom lets through in the minute.
+#[tokio::test]
+async fn a_lone_attempt_that_timed_out_stays_booked() {
+    let wecom = start_fake_wecom().await;
+    let yaml = config_yaml(&to("{users: [alice]}"), &wecom.base_url())
+        .replace("delivery_deadline: 3s", "delivery_deadline: 1400ms");
+    let app = spawn_with_yaml(&yaml, wecom).await;
+    app.wecom.set_answer_latency(Duration::from_millis(1_200));
+    assert_eq!(app.post(&group(999, "warning", "firing")).await.0, 503);
+    assert_eq!(app.wecom.send_calls(), 1, "one call, no room for a retry");
+    app.wecom.set_answer_latency(Duration::ZERO);
+    let groups: Vec<String> = (0..27).map(|i| group(i, "warning", "firing")).collect();
+    let answers = post_all(&app, &groups).await;
+    let sent = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(sent, 30 - 3 - 1, "{answers:?}");
+    assert_eq!(app.wecom.silently_dropped(), 0);
+}
+
 #[tokio::test]
 async fn digests_without_the_record_of_accepted_messages_say_they_hold_back_instead() {
     let app = spawn(TestConfig {
