@@ -238,6 +238,9 @@ pub struct ServerSection {
     /// Poll the config file and template directory for changes this often (0s: never).
     #[serde(default = "default_reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// Serve the template playground at /playground (behind `auth`); off by default.
+    #[serde(default)]
+    pub playground: bool,
 }
 
 impl Default for ServerSection {
@@ -253,6 +256,7 @@ impl Default for ServerSection {
             queue_timeout: default_queue_timeout(),
             max_buffered_body_bytes: default_max_buffered_body_bytes(),
             reload_interval: default_reload_interval(),
+            playground: false,
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct ServerSettings {
     pub queue_timeout: Duration,
     pub max_buffered_body_bytes: usize,
     pub reload_interval: Duration,
+    /// Whether `/playground` (the template playground) is served.
+    pub playground: bool,
 }
 
 /// Inbound authentication. With no credentials configured, every caller is accepted.
@@ -438,6 +440,7 @@ impl Config {
                     .map_err(|m| invalid("server.queue_timeout", m))?,
                 max_buffered_body_bytes: raw.server.max_buffered_body_bytes,
                 reload_interval: raw.server.reload_interval,
+                playground: raw.server.playground,
             },
             apps,
             robots,
