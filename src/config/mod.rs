@@ -773,6 +773,10 @@ fn parse_yaml(text: &str) -> Result<file::ConfigFile, (String, String)> {
         for rust in ["i64", "u64", "usize", "u32", "u16"] {
             message = message.replace(&format!("expected {rust}"), "expected a whole number");
         }
+        message = message.replace(
+            "expected a duration",
+            "expected a duration like 500ms, 5s, 10m or 1h30m",
+        );
         let message = match inner.location() {
             Some(at) if !message.contains("line") => {
                 format!("{message} at line {}, column {}", at.line(), at.column())

@@ -36,13 +36,15 @@ pub(crate) fn validate_routes(
     for (i, route) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
         // Names are compared as written, so a later route with a mistake of its own is
-        // still found to repeat a name.
-        if !route.name.trim().is_empty() && !route_names.insert(route.name.clone()) {
+        // still found to repeat a name, and a repeated name does not hide its other mistakes.
+        let repeated = !route.name.trim().is_empty() && !route_names.insert(route.name.clone());
+        if repeated {
             problems.add((key("name"), format!("duplicate route name {:?}", route.name)));
-            continue;
         }
         if let Some(route) = problems.check(validate_route(route, &key, context)) {
-            routes.push(route);
+            if !repeated {
+                routes.push(route);
+            }
         }
     }
     routes

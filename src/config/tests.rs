@@ -806,3 +806,65 @@ fn a_mistake_of_shape_is_one_problem_with_one_path_and_no_rust_debug_text() {
         }
     }
 }
+
+#[test]
+fn offline_every_secret_file_may_be_missing_and_each_is_listed_as_skipped() {
+    let yaml = r#"
+server:
+  auth:
+    bearer_token_file: /nonexistent/webhook-token
+    basic_auth: {username: am, password_file: /nonexistent/webhook-password}
+apps:
+  - name: ops
+    corp_id: "${SURELY_UNSET_CORP_ID}"
+    agent_id: 1
+    secret_file: /nonexistent/secret
+    callback: {token_file: /nonexistent/token, encoding_aes_key_file: /nonexistent/aes}
+robots: [{name: chat, key_file: /nonexistent/robot-key}]
+routes:
+  - {name: cards, app: ops, msgtype: template_card, to: {users: [a]}, buttons: {}}
+  - {name: chat, robot: chat, msgtype: text}
+state: {backend: redis, url_file: /nonexistent/redis-url}
+alertmanager:
+  url: http://alertmanager:9093
+  basic_auth: {username: wecom, password_file: "${SURELY_UNSET_DIR}/am-password"}
+"#;
+    let files = Files {
+        secrets: SecretSource::Offline,
+        ..Files::online(Path::new(""))
+    };
+    let checked = Config::check_yaml(yaml, "test.yml", &files).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = checked.skipped.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.auth.bearer_token_file",
+            "server.auth.basic_auth.password_file",
+            "apps[0].corp_id",
+            "apps[0].secret_file",
+            "apps[0].callback.token_file",
+            "apps[0].callback.encoding_aes_key_file",
+            "robots[0].key_file",
+            "state.url_file",
+            "alertmanager.basic_auth.password_file",
+        ]
+    );
+    assert_eq!(
+        checked.skipped[0].to_string(),
+        "server.auth.bearer_token_file: /nonexistent/webhook-token is not on this machine"
+    );
+    assert_eq!(
+        checked.skipped[2].to_string(),
+        "apps[0].corp_id: environment variable SURELY_UNSET_CORP_ID is not set here"
+    );
+    // The same file online: every missing file at once, each marked as missing.
+    let ConfigError::Invalid { problems, .. } = load(yaml).unwrap_err() else {
+        panic!("invalid")
+    };
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+    assert_eq!(
+        problems.iter().filter(|p| p.missing_file).count(),
+        4,
+        "{problems:#?}"
+    );
+}
