@@ -1,5 +1,8 @@
 //! Configuration: the YAML file (`file`), validated into typed values that the rest of the
 //! service relies on without re-checking. Imports only the data model (for matchers).
+//! Validation goes on past a mistake, so every independent one is reported at once
+//! ([`ConfigError::Invalid`]); secrets are read by `secrets`, online or, for `check
+//! --offline`, skipping what is on another machine.
 
 mod file;
 mod interactive;

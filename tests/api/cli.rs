@@ -651,3 +651,48 @@ fn check_without_offline_suggests_it_for_a_missing_secret_file() {
         );
     }
 }
+
+#[test]
+fn check_reads_a_redis_url_file_that_exists_and_never_connects_to_it() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = std::fs::read_to_string(format!("{root}/deploy/overlays/ha/config.yml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("redis-url");
+    let path = write_config(
+        &dir,
+        &shipped.replace(
+            "/run/secrets/alertmanager-wecom/redis-url",
+            &url.display().to_string(),
+        ),
+    );
+    let templates = format!("{root}/deploy/kubernetes/templates");
+    let args = [
+        "check",
+        "--offline",
+        "--config",
+        &path,
+        "--templates-dir",
+        &templates,
+    ];
+
+    std::fs::write(&url, "rediss://:TESTSECRET@redis:6379/0\n").unwrap();
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("state.url: TLS (rediss://) is not supported"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("TESTSECRET"), "{stderr}");
+
+    // An address nothing answers at: a check that tried to connect would hang on it.
+    std::fs::write(&url, "redis://10.255.255.1:6379/0\n").unwrap();
+    let started = Instant::now();
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("; 2 secret(s) not checked (offline)"), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
