@@ -9,12 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use log::{error, info};
 
-use crate::config::Config;
+use crate::config::{Checked, Config, ConfigError, Files, SecretSource};
 use crate::http::Application;
 use crate::model::WebhookPayload;
 use crate::route::explain::{explain, parse_labels};
 use crate::route::Router;
-use crate::service::{ConfigSource, Runtime, Service};
+use crate::service::{AssemblyError, ConfigSource, Runtime, Service};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,7 +48,15 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and templates, then exit (non-zero on any problem).
-    Check,
+    Check {
+        /// For a config meant for another machine (a cluster's mounted Secret): secret files
+        /// missing here and unset `${VAR}`s are skipped (listed), everything else is checked.
+        #[arg(long)]
+        offline: bool,
+        /// Templates from DIR instead of the config's `templates.dir`.
+        #[arg(long, value_name = "DIR")]
+        templates_dir: Option<PathBuf>,
+    },
     /// Print the exact WeCom requests a webhook payload would produce, with sizes; sends nothing.
     Render {
         /// An Alertmanager webhook payload (JSON file), or `-` for standard input.
@@ -57,6 +65,9 @@ pub enum Command {
         /// Only this route.
         #[arg(long, value_name = "NAME")]
         route: Option<String>,
+        /// Templates from DIR instead of the config's `templates.dir`.
+        #[arg(long, value_name = "DIR")]
+        templates_dir: Option<PathBuf>,
     },
     /// Show which routes an alert with the given labels reaches, and who receives it.
     Route {
@@ -77,11 +88,20 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Some(Command::Check) => check(cli.config.as_deref()),
+        Some(Command::Check {
+            offline,
+            ref templates_dir,
+        }) => check(cli.config.as_deref(), offline, templates_dir.clone()),
         Some(Command::Render {
             ref payload,
             ref route,
-        }) => render(cli.config.as_deref(), payload, route.as_deref()),
+            ref templates_dir,
+        }) => render(
+            cli.config.as_deref(),
+            payload,
+            route.as_deref(),
+            templates_dir.clone(),
+        ),
         Some(Command::Route {
             ref labels,
             ref annotations,
@@ -119,34 +139,99 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Config, String> {
     ConfigSource::from_option(path).load().map_err(|e| e.to_string())
 }
 
-fn check(path: Option<&Path>) -> ExitCode {
-    let file = path.map_or("<bundled example>".into(), |p| p.display().to_string());
-    let result = load(path).and_then(|config| {
-        let source = config.source.clone();
-        let service = Service::standalone(config, true).map_err(|e| format!("{file}: {e}"))?;
-        Ok((source, service))
-    });
-    match result {
-        Ok((source, service)) => {
-            for warning in service.config.warnings() {
-                eprintln!("{source}: warning: {warning}");
-            }
-            println!(
-                "{source}: OK ({} route(s), {} app(s))",
-                service.config.routes.len(),
-                service.config.apps.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            eprintln!("{message}");
-            ExitCode::FAILURE
-        }
+/// What `check` suggests when a secret file is missing: most often the config is for a
+/// cluster whose Secret is mounted there, not here.
+const OFFLINE_HINT: &str = "(validating a config for another machine? alertmanager-wecom check --offline)";
+
+/// Validates `path` (or the bundled example) with `files`.
+fn validate(path: Option<&Path>, files: &Files) -> Result<Checked, ConfigError> {
+    match path {
+        Some(path) => Config::check_file(path, files),
+        None => Config::check_bundled(files),
     }
 }
 
-fn render(path: Option<&Path>, payload: &str, route: Option<&str>) -> ExitCode {
-    let result = load(path).and_then(|config| {
+/// One line per configuration problem, as `check` prints them.
+fn problem_lines(error: &ConfigError, hint: bool) -> Vec<String> {
+    match error {
+        ConfigError::Invalid { file, problems } => problems
+            .iter()
+            .map(|problem| {
+                let hint = if hint && problem.missing_file {
+                    format!(" {OFFLINE_HINT}")
+                } else {
+                    String::new()
+                };
+                format!("{file}: {}: {}{hint}", problem.key, problem.message)
+            })
+            .collect(),
+        other => vec![other.to_string()],
+    }
+}
+
+fn check(path: Option<&Path>, offline: bool, templates_dir: Option<PathBuf>) -> ExitCode {
+    let file = path.map_or("<bundled example>".into(), |p| p.display().to_string());
+    let files = Files {
+        base_dir: PathBuf::new(),
+        secrets: if offline {
+            SecretSource::Offline
+        } else {
+            SecretSource::Online
+        },
+        templates_dir,
+    };
+    let Checked { config, skipped } = match validate(path, &files) {
+        Ok(checked) => checked,
+        Err(error) => {
+            for line in problem_lines(&error, !offline) {
+                eprintln!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let source = config.source.clone();
+    for skipped in &skipped {
+        println!("{source}: skipped (offline): {skipped}");
+    }
+    // Templates are loaded and rendered against samples; nothing connects anywhere (a Redis
+    // store is only opened, WeCom only called, by a running service).
+    let service = match Service::standalone(config, true) {
+        Ok(service) => service,
+        Err(e) => {
+            eprintln!("{file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in service.config.warnings() {
+        eprintln!("{source}: warning: {warning}");
+    }
+    let not_checked = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!("; {} secret(s) not checked (offline)", skipped.len())
+    };
+    println!(
+        "{source}: OK ({} route(s), {} app(s)){not_checked}",
+        service.config.routes.len(),
+        service.config.apps.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn render(
+    path: Option<&Path>,
+    payload: &str,
+    route: Option<&str>,
+    templates_dir: Option<PathBuf>,
+) -> ExitCode {
+    let files = Files {
+        templates_dir,
+        ..Files::online(Path::new(""))
+    };
+    let loaded = validate(path, &files)
+        .map(|checked| checked.config)
+        .map_err(|e| e.to_string());
+    let result = loaded.and_then(|config| {
         if let Some(route) = route {
             if !config.routes.iter().any(|r| r.name == route) {
                 return Err(format!("--route {route:?}: no such route"));
@@ -255,6 +340,13 @@ fn serve(cli: Cli) -> ExitCode {
     };
     let runtime = match Runtime::start(source, listen, cli.dry_run) {
         Ok(runtime) => runtime,
+        Err(AssemblyError::Config(error)) => {
+            // One log line per mistake, as `check` prints them.
+            for line in problem_lines(&error, false) {
+                error!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
         Err(message) => {
             error!("{message}");
             return ExitCode::FAILURE;

@@ -422,20 +422,29 @@ impl Default for TemplatesSection {
 /// Party and tag ids are numbers in WeCom; accept `2` as well as `"2"` so YAML users do
 /// not have to quote them.
 fn ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Text(String),
-        Number(u64),
+    /// One id, with a visitor of its own: an untagged enum would say "did not match any
+    /// variant of untagged enum", which tells a YAML author nothing.
+    struct Id(String);
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Id, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Id;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an id: a string, or a number for parties and tags")
+                }
+                fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Id, E> {
+                    Ok(Id(value.to_string()))
+                }
+                fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Id, E> {
+                    Ok(Id(value.to_string()))
+                }
+            }
+            deserializer.deserialize_any(Visitor)
+        }
     }
     let raw: Vec<Id> = Vec::deserialize(deserializer)?;
-    Ok(raw
-        .into_iter()
-        .map(|id| match id {
-            Id::Text(s) => s,
-            Id::Number(n) => n.to_string(),
-        })
-        .collect())
+    Ok(raw.into_iter().map(|Id(id)| id).collect())
 }
 
 /// A route's `robot:` is a name. Robots used to be declared inline in the route; say

@@ -2,11 +2,11 @@
 //! EncodingAESKey WeCom signs and encrypts clicks with), a route's `buttons:` and the
 //! `alertmanager:` API that silence buttons call (docs/interactive-cards.md).
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::file::{AlertmanagerSection, ButtonsSection, CallbackSection};
-use super::{clean_ids, normalize_api_url, resolve_secret, validate_basic_auth};
+use super::secrets::{SecretKind, Secrets};
+use super::{clean_ids, normalize_api_url, validate_basic_auth, Problem};
 use crate::secret::Secret;
 
 /// WeCom's buttons per `button_interaction` card (模板卡片消息, button_list: 不超过6).
@@ -52,33 +52,47 @@ pub struct AlertmanagerSettings {
 
 type Invalid = (String, String);
 
-/// Validates `apps[i].callback`; `key` prefixes field names.
+/// Validates `apps[i].callback`; `prefix` is its key.
 pub fn validate_callback(
     raw: CallbackSection,
-    key: &dyn Fn(&str) -> String,
-    base_dir: &Path,
-) -> Result<CallbackSettings, Invalid> {
-    let token = resolve_secret(raw.token, raw.token_file, base_dir)
-        .map_err(|(field, m)| (key(&field.replace("secret", "token")), m))?
+    prefix: &str,
+    secrets: &Secrets,
+) -> Result<CallbackSettings, Problem> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let token = secrets
+        .read(
+            prefix,
+            "token",
+            raw.token,
+            raw.token_file,
+            SecretKind::CallbackToken,
+        )?
         .ok_or_else(|| {
             (
                 key("token"),
-                "is required: the Token WeCom's admin console shows for the app's callback URL".into(),
+                "is required: the Token WeCom's admin console shows for the app's callback URL".to_string(),
             )
         })?;
     if !token.expose().chars().all(|c| c.is_ascii_alphanumeric()) || token.expose().len() > 32 {
         return Err((
             key("token"),
-            "must be the console's Token: at most 32 letters and digits".into(),
-        ));
+            "must be the console's Token: at most 32 letters and digits".to_string(),
+        )
+            .into());
     }
-    let encoding_aes_key = resolve_secret(raw.encoding_aes_key, raw.encoding_aes_key_file, base_dir)
-        .map_err(|(field, m)| (key(&field.replace("secret", "encoding_aes_key")), m))?
+    let encoding_aes_key = secrets
+        .read(
+            prefix,
+            "encoding_aes_key",
+            raw.encoding_aes_key,
+            raw.encoding_aes_key_file,
+            SecretKind::EncodingAesKey,
+        )?
         .ok_or_else(|| {
             (
                 key("encoding_aes_key"),
                 "is required: the EncodingAESKey WeCom's admin console shows for the app's callback URL"
-                    .into(),
+                    .to_string(),
             )
         })?;
     let aes = encoding_aes_key.expose();
@@ -89,15 +103,17 @@ pub fn validate_callback(
     {
         return Err((
             key("encoding_aes_key"),
-            "must be the console's EncodingAESKey: 43 characters of letters and digits".into(),
-        ));
+            "must be the console's EncodingAESKey: 43 characters of letters and digits".to_string(),
+        )
+            .into());
     }
     let max_age = raw.max_age.unwrap_or(DEFAULT_MAX_AGE);
     if max_age < Duration::from_secs(10) || max_age > Duration::from_secs(3600) {
         return Err((
             key("max_age"),
-            "must be between 10s and 1h (WeCom retries a click for about 15 s)".into(),
-        ));
+            "must be between 10s and 1h (WeCom retries a click for about 15 s)".to_string(),
+        )
+            .into());
     }
     Ok(CallbackSettings {
         token,
@@ -143,34 +159,41 @@ pub fn validate_buttons(
 /// Validates `alertmanager:`.
 pub fn validate_alertmanager(
     raw: AlertmanagerSection,
-    base_dir: &Path,
-) -> Result<AlertmanagerSettings, Invalid> {
+    secrets: &Secrets,
+) -> Result<AlertmanagerSettings, Problem> {
     let key = |field: &str| format!("alertmanager.{field}");
     let url = raw
         .url
         .map(|url| normalize_api_url(&url).map_err(|m| (key("url"), m)))
         .transpose()?;
-    let bearer_token = resolve_secret(raw.bearer_token, raw.bearer_token_file, base_dir)
-        .map_err(|(field, m)| (key(&field.replace("secret", "bearer_token")), m))?;
+    let bearer_token = secrets.read(
+        "alertmanager",
+        "bearer_token",
+        raw.bearer_token,
+        raw.bearer_token_file,
+        SecretKind::Opaque,
+    )?;
     let basic_auth = raw
         .basic_auth
-        .map(|basic| validate_basic_auth(basic, "alertmanager.basic_auth", base_dir))
+        .map(|basic| validate_basic_auth(basic, "alertmanager.basic_auth", secrets))
         .transpose()?;
     if bearer_token.is_some() && basic_auth.is_some() {
         return Err((
             key("basic_auth"),
-            "set either bearer_token or basic_auth, not both".into(),
-        ));
+            "set either bearer_token or basic_auth, not both".to_string(),
+        )
+            .into());
     }
     if url.is_none() && (bearer_token.is_some() || basic_auth.is_some()) {
         return Err((
             key("url"),
-            "is required with credentials: they are only ever sent to the URL configured here, never to the externalURL a webhook names".into(),
-        ));
+            "is required with credentials: they are only ever sent to the URL configured here, never to the externalURL a webhook names".to_string(),
+        )
+            .into());
     }
     let timeout = raw.timeout.unwrap_or(DEFAULT_ALERTMANAGER_TIMEOUT);
     if timeout.is_zero() {
-        return Err((key("timeout"), "must be more than 0s".into()));
+        return Err((key("timeout"), "must be more than 0s".to_string()).into());
     }
     Ok(AlertmanagerSettings {
         url,

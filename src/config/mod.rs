@@ -1,9 +1,13 @@
 //! Configuration: the YAML file (`file`), validated into typed values that the rest of the
 //! service relies on without re-checking. Imports only the data model (for matchers).
+//! Validation goes on past a mistake, so every independent one is reported at once
+//! ([`ConfigError::Invalid`]); secrets are read by `secrets`, online or, for `check
+//! --offline`, skipping what is on another machine.
 
 mod file;
 mod interactive;
 mod route;
+mod secrets;
 mod storm;
 mod target;
 
@@ -17,9 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::matcher::Matcher;
 use crate::secret::Secret;
+use secrets::{SecretKind, Secrets};
 
 pub use file::{DEFAULT_API_URL, DEFAULT_LISTEN};
 pub use interactive::{AlertmanagerSettings, ButtonSettings, CallbackSettings, MAX_BUTTONS};
+pub use secrets::{Files, SecretSource, Skipped};
 pub use storm::{RateLimit, StormSettings};
 pub use target::{check_chat_id, MsgType, RobotConfig, Target, TargetKind};
 
@@ -213,24 +219,90 @@ pub struct TemplateSettings {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: String,
-        key: String,
-        message: String,
-    },
+    /// Every independent mistake of the file, in the file's order: one line each.
+    #[error("{}", lines(file, problems))]
+    Invalid { file: String, problems: Vec<Problem> },
 }
+
+/// One mistake: where (`routes[2].app`) and what, in words that never hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+    /// A secret file that does not exist on this machine: `check` suggests `--offline`.
+    pub missing_file: bool,
+}
+
+impl From<(String, String)> for Problem {
+    fn from((key, message): (String, String)) -> Problem {
+        Problem {
+            key,
+            message,
+            missing_file: false,
+        }
+    }
+}
+
+fn lines(file: &str, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|problem| format!("{file}: {}: {}", problem.key, problem.message))
+        .collect();
+    lines.join("\n")
+}
+
+/// A configuration that passed validation, and the secrets that were not read to get
+/// there (always none online). Offline, `config` holds placeholders for those: it is for
+/// checking templates and routes, never for serving.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    pub skipped: Vec<Skipped>,
+}
+
+/// The mistakes found so far. Each section is validated even after an earlier one failed,
+/// so a newcomer sees every mistake in one run.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, problem: impl Into<Problem>) {
+        self.0.push(problem.into());
+    }
+
+    /// The value if valid; else `None`, with the mistake noted.
+    fn check<T, E: Into<Problem>>(&mut self, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.add(e)).ok()
+    }
+}
+
+/// Puts a message at `key`.
+fn at(key: &str) -> impl Fn(String) -> Invalid + '_ {
+    move |message| (key.to_string(), message)
+}
+
+type Invalid = (String, String);
 
 impl Config {
     /// Reads and validates a configuration file. Relative paths inside it (template
     /// directory, secret files) are resolved against the file's directory.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::check_file(path, &Files::online(&base_dir)).map(|checked| checked.config)
+    }
+
+    /// Validates the file at `path` with `files` (whose `base_dir` is ignored: the file's
+    /// own directory is used).
+    pub fn check_file(path: &Path, files: &Files) -> Result<Checked, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::from_yaml(&text, &path.display().to_string(), &base_dir)
+        let files = Files {
+            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ..files.clone()
+        };
+        Config::check_yaml(&text, &path.display().to_string(), &files)
     }
 
     /// The bundled example configuration (relative paths resolve against the working directory).
@@ -238,219 +310,38 @@ impl Config {
         Config::from_yaml(BUNDLED_EXAMPLE, BUNDLED_NAME, Path::new(""))
     }
 
-    /// Validates configuration text; `source` names it in error messages.
+    /// The bundled example, checked with `files` (its `base_dir` is ignored).
+    pub fn check_bundled(files: &Files) -> Result<Checked, ConfigError> {
+        let files = Files {
+            base_dir: PathBuf::new(),
+            ..files.clone()
+        };
+        Config::check_yaml(BUNDLED_EXAMPLE, BUNDLED_NAME, &files)
+    }
+
+    /// Validates configuration text the way the service does (secrets read on this
+    /// machine); `source` names it in error messages.
     pub fn from_yaml(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
+        Config::check_yaml(text, source, &Files::online(base_dir)).map(|checked| checked.config)
+    }
+
+    /// Validates configuration text, reading secrets and templates as `files` says.
+    pub fn check_yaml(text: &str, source: &str, files: &Files) -> Result<Checked, ConfigError> {
+        let invalid = |problems: Vec<Problem>| ConfigError::Invalid {
             file: source.to_string(),
-            key: key.to_string(),
-            message,
+            problems,
         };
-        let raw: file::ConfigFile = parse_yaml(text).map_err(|(key, message)| invalid(&key, message))?;
-
-        let listen: SocketAddr = raw.listen.parse().map_err(|e| {
-            invalid(
-                "listen",
-                format!("{:?} is not an address like 0.0.0.0:9097: {e}", raw.listen),
-            )
-        })?;
-
-        let wecom = WeComSettings {
-            api_url: normalize_api_url(&raw.wecom.api_url).map_err(|m| invalid("wecom.api_url", m))?,
-            timeout: positive(raw.wecom.timeout).map_err(|m| invalid("wecom.timeout", m))?,
-            delivery_deadline: positive(raw.wecom.delivery_deadline)
-                .map_err(|m| invalid("wecom.delivery_deadline", m))?,
-            dedup_window: raw.wecom.dedup_window,
-            duplicate_check: raw.wecom.duplicate_check,
-            rate_margin: raw.wecom.rate_margin,
-            max_concurrent_calls: at_least_one(raw.wecom.max_concurrent_calls)
-                .map_err(|m| invalid("wecom.max_concurrent_calls", m))?,
-            max_parallel_sends: at_least_one(raw.wecom.max_parallel_sends)
-                .map_err(|m| invalid("wecom.max_parallel_sends", m))?,
-        };
-        if raw.wecom.duplicate_check && wecom.dedup_window > Duration::from_secs(4 * 3600) {
-            return Err(invalid(
-                "wecom.dedup_window",
-                "WeCom's duplicate check allows at most 4h; lower it or set wecom.duplicate_check: false"
-                    .into(),
-            ));
+        // serde stops at the first mistake of shape (syntax, unknown field): one problem.
+        let raw: file::ConfigFile = parse_yaml(text).map_err(|problem| invalid(vec![problem.into()]))?;
+        let secrets = Secrets::new(files);
+        let mut problems = Problems::default();
+        match validate(raw, source, &secrets, &mut problems) {
+            Some(config) if problems.0.is_empty() => Ok(Checked {
+                config,
+                skipped: secrets.into_skipped(),
+            }),
+            _ => Err(invalid(problems.0)),
         }
-        if raw.server.max_concurrent_requests == 0 {
-            return Err(invalid(
-                "server.max_concurrent_requests",
-                "must be greater than 0".into(),
-            ));
-        }
-        if raw.server.max_body_bytes == 0 {
-            return Err(invalid("server.max_body_bytes", "must be greater than 0".into()));
-        }
-        if raw.server.max_buffered_body_bytes < raw.server.max_body_bytes {
-            return Err(invalid(
-                "server.max_buffered_body_bytes",
-                format!(
-                    "must be at least server.max_body_bytes ({}), or a body of the largest accepted size could never be read",
-                    raw.server.max_body_bytes
-                ),
-            ));
-        }
-        let raw_auth = raw.server.auth;
-        let bearer_token = resolve_secret(raw_auth.bearer_token, raw_auth.bearer_token_file, base_dir)
-            .map_err(|(field, message)| {
-                invalid(
-                    &format!("server.auth.{}", field.replace("secret", "bearer_token")),
-                    message,
-                )
-            })?;
-        let basic_auth = raw_auth
-            .basic_auth
-            .map(|basic| validate_basic_auth(basic, "server.auth.basic_auth", base_dir))
-            .transpose()
-            .map_err(|(key, message)| invalid(&key, message))?;
-        let auth = AuthSettings {
-            bearer_token,
-            basic_auth,
-            protect_metrics: raw_auth.protect_metrics,
-            protect_health: raw_auth.protect_health,
-        };
-
-        let mut apps = Vec::with_capacity(raw.apps.len());
-        let mut app_names = HashSet::new();
-        for (i, app) in raw.apps.into_iter().enumerate() {
-            let key = |field: &str| format!("apps[{i}].{field}");
-            if app.name.trim().is_empty() {
-                return Err(invalid(&key("name"), "must not be empty".into()));
-            }
-            if !app_names.insert(app.name.clone()) {
-                return Err(invalid(
-                    &key("name"),
-                    format!("duplicate app name {:?}", app.name),
-                ));
-            }
-            let corp_id = expand_env(&app.corp_id).map_err(|m| invalid(&key("corp_id"), m))?;
-            if corp_id.trim().is_empty() {
-                return Err(invalid(&key("corp_id"), "must not be empty".into()));
-            }
-            if app.agent_id <= 0 {
-                return Err(invalid(
-                    &key("agent_id"),
-                    "must be the app's positive AgentId".into(),
-                ));
-            }
-            let secret = resolve_secret(app.secret, app.secret_file, base_dir)
-                .map_err(|(field, message)| invalid(&key(field), message))?;
-            let callback = app
-                .callback
-                .map(|raw| {
-                    interactive::validate_callback(raw, &|field| key(&format!("callback.{field}")), base_dir)
-                })
-                .transpose()
-                .map_err(|(key, message)| invalid(&key, message))?;
-            let rate_limit =
-                storm::validate_rate_limit(app.rate_limit, RateLimit::APP_MEMBER, &key("rate_limit"))
-                    .map_err(|(key, message)| invalid(&key, message))?;
-            apps.push(AppConfig {
-                callback,
-                rate_limit,
-                directory: app.directory,
-                name: app.name,
-                corp_id,
-                agent_id: app.agent_id,
-                secret,
-                safe: app.safe,
-                api_url: match &app.api_url {
-                    Some(url) => normalize_api_url(url).map_err(|m| invalid(&key("api_url"), m))?,
-                    None => wecom.api_url.clone(),
-                },
-            });
-        }
-
-        let robots = target::validate_robots(raw.robots, &app_names, &wecom.api_url, base_dir)
-            .map_err(|(key, message)| invalid(&key, message))?;
-
-        if raw.routes.is_empty() {
-            return Err(invalid("routes", "at least one route is needed".into()));
-        }
-        if raw.templates.max_messages == 0 {
-            return Err(invalid("templates.max_messages", "must be at least 1".into()));
-        }
-        let robot_names: HashSet<String> = robots.iter().map(|r| r.name.clone()).collect();
-        let callback_apps: HashSet<String> = apps
-            .iter()
-            .filter(|app| app.callback.is_some())
-            .map(|app| app.name.clone())
-            .collect();
-        let context = route::Context {
-            app_names: &app_names,
-            callback_apps: &callback_apps,
-            robot_names: &robot_names,
-            max_messages: raw.templates.max_messages,
-        };
-        let routes =
-            route::validate_routes(raw.routes, &context).map_err(|(key, message)| invalid(&key, message))?;
-
-        let timezone = TimeZone::get(&raw.templates.timezone).map_err(|_| {
-            invalid(
-                "templates.timezone",
-                format!(
-                    "unknown time zone {:?} (use an IANA name like Asia/Shanghai)",
-                    raw.templates.timezone
-                ),
-            )
-        })?;
-        let dir = raw.templates.dir.map(|dir| base_dir.join(dir));
-        if let Some(dir) = &dir {
-            if !dir.is_dir() {
-                return Err(invalid(
-                    "templates.dir",
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
-        }
-
-        let state = validate_state(raw.state, base_dir).map_err(|(key, message)| invalid(&key, message))?;
-        let smallest_per_minute = apps
-            .iter()
-            .map(|app| app.rate_limit.per_minute)
-            .chain(robots.iter().map(|robot| robot.rate_limit.per_minute))
-            .min()
-            .unwrap_or(RateLimit::APP_MEMBER.per_minute);
-        let storm = storm::validate_storm(raw.storm, smallest_per_minute)
-            .map_err(|(key, message)| invalid(&key, message))?;
-
-        let alertmanager = interactive::validate_alertmanager(raw.alertmanager, base_dir)
-            .map_err(|(key, message)| invalid(&key, message))?;
-
-        Ok(Config {
-            alertmanager,
-            source: source.to_string(),
-            state,
-            storm,
-            listen,
-            wecom,
-            server: ServerSettings {
-                max_body_bytes: raw.server.max_body_bytes,
-                auth,
-                shutdown_grace: raw.server.shutdown_grace,
-                max_concurrent_requests: raw.server.max_concurrent_requests,
-                max_queued_requests: raw.server.max_queued_requests,
-                request_timeout: positive(raw.server.request_timeout)
-                    .map_err(|m| invalid("server.request_timeout", m))?,
-                body_timeout: positive(raw.server.body_timeout)
-                    .map_err(|m| invalid("server.body_timeout", m))?,
-                queue_timeout: positive(raw.server.queue_timeout)
-                    .map_err(|m| invalid("server.queue_timeout", m))?,
-                max_buffered_body_bytes: raw.server.max_buffered_body_bytes,
-                reload_interval: raw.server.reload_interval,
-                playground: raw.server.playground,
-            },
-            apps,
-            robots,
-            routes,
-            templates: TemplateSettings {
-                dir,
-                timezone,
-                max_messages: raw.templates.max_messages,
-            },
-        })
     }
 
     /// Settings that are valid but lose or delay notifications, in words an operator can
@@ -517,26 +408,316 @@ impl Config {
     }
 }
 
+/// Turns the file into validated values, noting every independent mistake in `problems`.
+/// `None` (or any problem noted) means invalid. A check that needs a value that failed its
+/// own check is skipped, so one mistake is reported once.
+fn validate(
+    raw: file::ConfigFile,
+    source: &str,
+    secrets: &Secrets,
+    problems: &mut Problems,
+) -> Option<Config> {
+    let p = problems;
+    let listen = p.check(raw.listen.parse::<SocketAddr>().map_err(|e| {
+        (
+            "listen".to_string(),
+            format!("{:?} is not an address like 0.0.0.0:9097: {e}", raw.listen),
+        )
+    }));
+
+    let api_url = p.check(normalize_api_url(&raw.wecom.api_url).map_err(at("wecom.api_url")));
+    let timeout = p.check(positive(raw.wecom.timeout).map_err(at("wecom.timeout")));
+    let delivery_deadline =
+        p.check(positive(raw.wecom.delivery_deadline).map_err(at("wecom.delivery_deadline")));
+    let max_concurrent_calls =
+        p.check(at_least_one(raw.wecom.max_concurrent_calls).map_err(at("wecom.max_concurrent_calls")));
+    let max_parallel_sends =
+        p.check(at_least_one(raw.wecom.max_parallel_sends).map_err(at("wecom.max_parallel_sends")));
+    if raw.wecom.duplicate_check && raw.wecom.dedup_window > Duration::from_secs(4 * 3600) {
+        p.add((
+            "wecom.dedup_window".to_string(),
+            "WeCom's duplicate check allows at most 4h; lower it or set wecom.duplicate_check: false"
+                .to_string(),
+        ));
+    }
+    // Apps and robots without an api_url of their own use wecom.api_url; if that is wrong,
+    // theirs are not checked against it (one mistake, reported once).
+    let default_api_url = api_url.clone().unwrap_or_else(|| DEFAULT_API_URL.to_string());
+
+    let server = &raw.server;
+    if server.max_concurrent_requests == 0 {
+        p.add((
+            "server.max_concurrent_requests".to_string(),
+            "must be greater than 0".to_string(),
+        ));
+    }
+    if server.max_body_bytes == 0 {
+        p.add((
+            "server.max_body_bytes".to_string(),
+            "must be greater than 0".to_string(),
+        ));
+    } else if server.max_buffered_body_bytes < server.max_body_bytes {
+        p.add((
+            "server.max_buffered_body_bytes".to_string(),
+            format!(
+                "must be at least server.max_body_bytes ({}), or a body of the largest accepted size could never be read",
+                server.max_body_bytes
+            ),
+        ));
+    }
+    let request_timeout = p.check(positive(server.request_timeout).map_err(at("server.request_timeout")));
+    let body_timeout = p.check(positive(server.body_timeout).map_err(at("server.body_timeout")));
+    let queue_timeout = p.check(positive(server.queue_timeout).map_err(at("server.queue_timeout")));
+    let raw_auth = raw.server.auth;
+    let bearer_token = p.check(secrets.read(
+        "server.auth",
+        "bearer_token",
+        raw_auth.bearer_token,
+        raw_auth.bearer_token_file,
+        SecretKind::Opaque,
+    ));
+    let basic_auth = match raw_auth.basic_auth {
+        None => Some(None),
+        Some(basic) => p
+            .check(validate_basic_auth(basic, "server.auth.basic_auth", secrets))
+            .map(Some),
+    };
+
+    // Routes refer to apps and robots by name: every declared name counts, valid or not,
+    // so a mistake inside an app is not reported again at each route that uses it.
+    let app_names: HashSet<String> = raw.apps.iter().map(|app| app.name.clone()).collect();
+    let callback_apps: HashSet<String> = raw
+        .apps
+        .iter()
+        .filter(|app| app.callback.is_some())
+        .map(|app| app.name.clone())
+        .collect();
+    let robot_names: HashSet<String> = raw
+        .robots
+        .iter()
+        .map(|robot| robot.name.clone())
+        .filter(|name| !name.trim().is_empty())
+        .collect();
+
+    let mut apps = Vec::with_capacity(raw.apps.len());
+    let mut seen_apps = HashSet::new();
+    let mut apps_valid = true;
+    for (i, app) in raw.apps.into_iter().enumerate() {
+        match validate_app(app, i, &mut seen_apps, &default_api_url, secrets) {
+            Ok(app) => apps.push(app),
+            Err(problem) => {
+                apps_valid = false;
+                p.add(problem);
+            }
+        }
+    }
+
+    let robots = target::validate_robots(raw.robots, &app_names, &default_api_url, secrets, p);
+
+    if raw.routes.is_empty() {
+        p.add(("routes".to_string(), "at least one route is needed".to_string()));
+    }
+    let max_messages = if raw.templates.max_messages == 0 {
+        p.add((
+            "templates.max_messages".to_string(),
+            "must be at least 1".to_string(),
+        ));
+        // Routes without their own max_messages are then not checked against it.
+        None
+    } else {
+        Some(raw.templates.max_messages)
+    };
+    let context = route::Context {
+        app_names: &app_names,
+        callback_apps: &callback_apps,
+        robot_names: &robot_names,
+        max_messages: max_messages.unwrap_or(1),
+    };
+    let routes = route::validate_routes(raw.routes, &context, p);
+
+    let timezone = p.check(TimeZone::get(&raw.templates.timezone).map_err(|_| {
+        (
+            "templates.timezone".to_string(),
+            format!(
+                "unknown time zone {:?} (use an IANA name like Asia/Shanghai)",
+                raw.templates.timezone
+            ),
+        )
+    }));
+    let dir = match &secrets.files.templates_dir {
+        Some(dir) => Some(dir.clone()),
+        None => raw.templates.dir.map(|dir| secrets.files.base_dir.join(dir)),
+    };
+    if let Some(dir) = &dir {
+        if !dir.is_dir() {
+            let key = if secrets.files.templates_dir.is_some() {
+                "--templates-dir"
+            } else {
+                "templates.dir"
+            };
+            p.add((key.to_string(), format!("{} is not a directory", dir.display())));
+        }
+    }
+
+    let state = p.check(validate_state(raw.state, secrets));
+    // The reserve must leave room under every target's limit; a limit that was itself
+    // wrong is left out.
+    let smallest_per_minute = apps
+        .iter()
+        .map(|app| app.rate_limit.per_minute)
+        .chain(robots.iter().map(|robot| robot.rate_limit.per_minute))
+        .min()
+        .unwrap_or(RateLimit::APP_MEMBER.per_minute);
+    let storm = p.check(storm::validate_storm(raw.storm, smallest_per_minute));
+    let alertmanager = p.check(interactive::validate_alertmanager(raw.alertmanager, secrets));
+
+    let (
+        Some(listen),
+        Some(api_url),
+        Some(timeout),
+        Some(delivery_deadline),
+        Some(max_concurrent_calls),
+        Some(max_parallel_sends),
+        Some(request_timeout),
+        Some(body_timeout),
+        Some(queue_timeout),
+        Some(bearer_token),
+        Some(basic_auth),
+        Some(timezone),
+    ) = (
+        listen,
+        api_url,
+        timeout,
+        delivery_deadline,
+        max_concurrent_calls,
+        max_parallel_sends,
+        request_timeout,
+        body_timeout,
+        queue_timeout,
+        bearer_token,
+        basic_auth,
+        timezone,
+    )
+    else {
+        return None;
+    };
+    let (Some(state), Some(storm), Some(alertmanager), Some(max_messages), true) =
+        (state, storm, alertmanager, max_messages, apps_valid)
+    else {
+        return None;
+    };
+    Some(Config {
+        alertmanager,
+        source: source.to_string(),
+        state,
+        storm,
+        listen,
+        wecom: WeComSettings {
+            api_url,
+            timeout,
+            delivery_deadline,
+            dedup_window: raw.wecom.dedup_window,
+            duplicate_check: raw.wecom.duplicate_check,
+            rate_margin: raw.wecom.rate_margin,
+            max_concurrent_calls,
+            max_parallel_sends,
+        },
+        server: ServerSettings {
+            max_body_bytes: raw.server.max_body_bytes,
+            auth: AuthSettings {
+                bearer_token,
+                basic_auth,
+                protect_metrics: raw_auth.protect_metrics,
+                protect_health: raw_auth.protect_health,
+            },
+            shutdown_grace: raw.server.shutdown_grace,
+            max_concurrent_requests: raw.server.max_concurrent_requests,
+            max_queued_requests: raw.server.max_queued_requests,
+            request_timeout,
+            body_timeout,
+            queue_timeout,
+            max_buffered_body_bytes: raw.server.max_buffered_body_bytes,
+            reload_interval: raw.server.reload_interval,
+            playground: raw.server.playground,
+        },
+        apps,
+        robots,
+        routes,
+        templates: TemplateSettings {
+            dir,
+            timezone,
+            max_messages,
+        },
+    })
+}
+
+/// Validates `apps[i]`: its first mistake.
+fn validate_app(
+    app: file::AppSection,
+    i: usize,
+    seen: &mut HashSet<String>,
+    default_api_url: &str,
+    secrets: &Secrets,
+) -> Result<AppConfig, Problem> {
+    let prefix = format!("apps[{i}]");
+    let key = |field: &str| format!("{prefix}.{field}");
+    if app.name.trim().is_empty() {
+        return Err((key("name"), "must not be empty".to_string()).into());
+    }
+    if !seen.insert(app.name.clone()) {
+        return Err((key("name"), format!("duplicate app name {:?}", app.name)).into());
+    }
+    let corp_id = secrets.expand(&app.corp_id, &key("corp_id"), "offline-corp-id")?;
+    if corp_id.trim().is_empty() {
+        return Err((key("corp_id"), "must not be empty".to_string()).into());
+    }
+    if app.agent_id <= 0 {
+        return Err((key("agent_id"), "must be the app's positive AgentId".to_string()).into());
+    }
+    let secret = secrets.read(&prefix, "secret", app.secret, app.secret_file, SecretKind::Opaque)?;
+    let callback = app
+        .callback
+        .map(|raw| interactive::validate_callback(raw, &key("callback"), secrets))
+        .transpose()?;
+    let rate_limit = storm::validate_rate_limit(app.rate_limit, RateLimit::APP_MEMBER, &key("rate_limit"))?;
+    let api_url = match &app.api_url {
+        Some(url) => normalize_api_url(url).map_err(at(&key("api_url")))?,
+        None => default_api_url.to_string(),
+    };
+    Ok(AppConfig {
+        callback,
+        rate_limit,
+        directory: app.directory,
+        name: app.name,
+        corp_id,
+        agent_id: app.agent_id,
+        secret,
+        safe: app.safe,
+        api_url,
+    })
+}
+
 /// Validates `state:`.
-fn validate_state(raw: file::StateSection, base_dir: &Path) -> Result<StateSettings, (String, String)> {
+fn validate_state(raw: file::StateSection, secrets: &Secrets) -> Result<StateSettings, Problem> {
     let key = |field: &str| format!("state.{field}");
     match raw.backend.as_str() {
         "memory" => {
             if raw.url.is_some() || raw.url_file.is_some() {
-                return Err((key("url"), "only `backend: redis` takes a url".into()));
+                return Err((key("url"), "only `backend: redis` takes a url".to_string()).into());
             }
             Ok(StateSettings::Memory)
         }
         "redis" => {
-            let url = resolve_secret(raw.url, raw.url_file, base_dir)
-                .map_err(|(field, message)| (key(&field.replace("secret", "url")), message))?
+            let url = secrets
+                .read("state", "url", raw.url, raw.url_file, SecretKind::RedisUrl)?
                 .ok_or_else(|| (key("url"), "backend redis needs `url` or `url_file`".to_string()))?;
             check_redis_url(url.expose()).map_err(|m| (key("url"), m))?;
             if raw.key_prefix.contains(['{', '}']) {
                 return Err((
                     key("key_prefix"),
-                    "must not contain { or }: they choose the Redis Cluster slot of each key".into(),
-                ));
+                    "must not contain { or }: they choose the Redis Cluster slot of each key".to_string(),
+                )
+                    .into());
             }
             for (field, value) in [
                 ("connect_timeout", raw.connect_timeout),
@@ -554,7 +735,8 @@ fn validate_state(raw: file::StateSection, base_dir: &Path) -> Result<StateSetti
         other => Err((
             key("backend"),
             format!("{other:?} is not a state backend (memory or redis)"),
-        )),
+        )
+            .into()),
     }
 }
 
@@ -583,7 +765,21 @@ fn parse_yaml(text: &str) -> Result<file::ConfigFile, (String, String)> {
             path
         };
         let inner = err.into_inner();
-        let message = inner.to_string();
+        // serde_norway puts its own (shorter) path first: keep only ours, one path a line.
+        let mut message = inner.to_string();
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.contains(' ') && key.starts_with(prefix) {
+                message = rest.to_string();
+            }
+        }
+        // Rust's integer type names mean nothing to a YAML author.
+        for rust in ["i64", "u64", "usize", "u32", "u16"] {
+            message = message.replace(&format!("expected {rust}"), "expected a whole number");
+        }
+        message = message.replace(
+            "expected a duration",
+            "expected a duration like 500ms, 5s, 10m or 1h30m",
+        );
         let message = match inner.location() {
             Some(at) if !message.contains("line") => {
                 format!("{message} at line {}, column {}", at.line(), at.column())
@@ -594,62 +790,29 @@ fn parse_yaml(text: &str) -> Result<file::ConfigFile, (String, String)> {
     })
 }
 
-/// A credential given inline or as a file (both with `${VAR}` expansion). The file is read
-/// now, and again on every reload. Empty means "none". Errors name the field
-/// (`secret` or `secret_file`) and never the content.
-pub(crate) fn resolve_secret(
-    inline: Option<String>,
-    file: Option<String>,
-    base_dir: &Path,
-) -> Result<Option<Secret>, (&'static str, String)> {
-    let value = match (inline, file) {
-        (Some(_), Some(_)) => return Err(("secret", "set either the value or the file, not both".into())),
-        (Some(value), None) => expand_env(&value).map_err(|m| ("secret", m))?,
-        (None, Some(path)) => {
-            let path = expand_env(&path).map_err(|m| ("secret_file", m))?;
-            if path.is_empty() {
-                String::new()
-            } else {
-                let path = base_dir.join(path);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| ("secret_file", format!("cannot read {}: {e}", path.display())))?
-                    .trim()
-                    .to_string()
-            }
-        }
-        (None, None) => String::new(),
-    };
-    Ok(Some(value).filter(|v| !v.is_empty()).map(Secret::new))
-}
-
 /// Validates a `basic_auth: {username, password | password_file}` found at `key`.
 pub(crate) fn validate_basic_auth(
     basic: file::BasicAuthSection,
     key: &str,
-    base_dir: &Path,
-) -> Result<(String, Secret), (String, String)> {
-    let password = resolve_secret(basic.password, basic.password_file, base_dir)
-        .map_err(|(field, message)| (format!("{key}.{}", field.replace("secret", "password")), message))?
+    secrets: &Secrets,
+) -> Result<(String, Secret), Problem> {
+    let password = secrets
+        .read(
+            key,
+            "password",
+            basic.password,
+            basic.password_file,
+            SecretKind::Opaque,
+        )?
         .ok_or_else(|| (format!("{key}.password"), "must not be empty".to_string()))?;
     if basic.username.is_empty() || basic.username.contains(':') {
         return Err((
             format!("{key}.username"),
-            "must be non-empty and contain no ':'".into(),
-        ));
+            "must be non-empty and contain no ':'".to_string(),
+        )
+            .into());
     }
     Ok((basic.username, password))
-}
-
-/// Expands `${VAR}` and `${VAR:-default}`; an unset variable without default is an error.
-fn expand_env(value: &str) -> Result<String, String> {
-    shellexpand::env(value)
-        .map(|expanded| expanded.into_owned())
-        .map_err(|e| {
-            format!(
-                "environment variable {} is not set (use ${{{}:-}} for an empty default)",
-                e.var_name, e.var_name
-            )
-        })
 }
 
 pub(crate) fn normalize_api_url(value: &str) -> Result<String, String> {

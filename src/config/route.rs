@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use super::file::{RecipientsSection, RouteSection};
 use super::interactive::validate_buttons;
 use super::target::check_chat_id;
-use super::{clean_ids, sorted_names, Mentions, MsgType, Recipients, RouteConfig, Target, TargetKind};
+use super::{
+    clean_ids, sorted_names, Mentions, MsgType, Problems, Recipients, RouteConfig, Target, TargetKind,
+};
 use crate::model::matcher::parse_matchers;
 
 /// What route validation needs from the rest of the file.
@@ -22,18 +24,30 @@ type Invalid = (String, String);
 /// The built-in template of routes with buttons.
 pub const BUTTONS_TEMPLATE: &str = "button_interaction";
 
-pub fn validate_routes(raw: Vec<RouteSection>, context: &Context) -> Result<Vec<RouteConfig>, Invalid> {
+/// Validates each route; each one's first mistake goes to `problems` and the valid routes
+/// are returned.
+pub(crate) fn validate_routes(
+    raw: Vec<RouteSection>,
+    context: &Context,
+    problems: &mut Problems,
+) -> Vec<RouteConfig> {
     let mut routes = Vec::with_capacity(raw.len());
     let mut route_names = HashSet::new();
     for (i, route) in raw.into_iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
-        let route = validate_route(route, &key, context)?;
-        if !route_names.insert(route.name.clone()) {
-            return Err((key("name"), format!("duplicate route name {:?}", route.name)));
+        // Names are compared as written, so a later route with a mistake of its own is
+        // still found to repeat a name, and a repeated name does not hide its other mistakes.
+        let repeated = !route.name.trim().is_empty() && !route_names.insert(route.name.clone());
+        if repeated {
+            problems.add((key("name"), format!("duplicate route name {:?}", route.name)));
         }
-        routes.push(route);
+        if let Some(route) = problems.check(validate_route(route, &key, context)) {
+            if !repeated {
+                routes.push(route);
+            }
+        }
     }
-    Ok(routes)
+    routes
 }
 
 /// The route's target from `app`, `chat` and `robot`.

@@ -3,11 +3,11 @@
 //! knows what an operator may configure.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use super::file::RobotSection;
+use super::secrets::{SecretKind, Secrets};
 use super::storm::{validate_rate_limit, RateLimit};
-use super::{normalize_api_url, resolve_secret};
+use super::{normalize_api_url, Problem, Problems};
 use crate::secret::Secret;
 
 /// A WeCom message type.
@@ -149,46 +149,61 @@ pub struct RobotConfig {
     pub rate_limit: RateLimit,
 }
 
-type Invalid = (String, String);
-
-/// Validates `robots:`: names unique among robots and apps, keys read.
-pub fn validate_robots(
+/// Validates `robots:`: names unique among robots and apps, keys read. Each robot's first
+/// mistake goes to `problems`; the valid robots are returned.
+pub(crate) fn validate_robots(
     raw: Vec<RobotSection>,
     app_names: &HashSet<String>,
     api_url: &str,
-    base_dir: &Path,
-) -> Result<Vec<RobotConfig>, Invalid> {
+    secrets: &Secrets,
+    problems: &mut Problems,
+) -> Vec<RobotConfig> {
     let mut names = HashSet::new();
     let mut robots = Vec::with_capacity(raw.len());
     for (i, robot) in raw.into_iter().enumerate() {
-        let key = |field: &str| format!("robots[{i}].{field}");
-        if robot.name.trim().is_empty() {
-            return Err((key("name"), "must not be empty".into()));
+        if let Some(robot) = problems.check(validate_robot(robot, i, &mut names, app_names, api_url, secrets))
+        {
+            robots.push(robot);
         }
-        if app_names.contains(&robot.name) {
-            return Err((
-                key("name"),
-                format!("{:?} is already the name of an app", robot.name),
-            ));
-        }
-        if !names.insert(robot.name.clone()) {
-            return Err((key("name"), format!("duplicate robot name {:?}", robot.name)));
-        }
-        let secret = resolve_secret(robot.key, robot.key_file, base_dir)
-            .map_err(|(field, message)| (key(&field.replace("secret", "key")), message))?;
-        let api_url = match &robot.api_url {
-            Some(url) => normalize_api_url(url).map_err(|m| (key("api_url"), m))?,
-            None => api_url.to_string(),
-        };
-        let rate_limit = validate_rate_limit(robot.rate_limit, RateLimit::ROBOT, &key("rate_limit"))?;
-        robots.push(RobotConfig {
-            rate_limit,
-            name: robot.name,
-            key: secret,
-            api_url,
-        });
     }
-    Ok(robots)
+    robots
+}
+
+fn validate_robot(
+    robot: RobotSection,
+    i: usize,
+    names: &mut HashSet<String>,
+    app_names: &HashSet<String>,
+    api_url: &str,
+    secrets: &Secrets,
+) -> Result<RobotConfig, Problem> {
+    let prefix = format!("robots[{i}]");
+    let key = |field: &str| format!("{prefix}.{field}");
+    if robot.name.trim().is_empty() {
+        return Err((key("name"), "must not be empty".to_string()).into());
+    }
+    if app_names.contains(&robot.name) {
+        return Err((
+            key("name"),
+            format!("{:?} is already the name of an app", robot.name),
+        )
+            .into());
+    }
+    if !names.insert(robot.name.clone()) {
+        return Err((key("name"), format!("duplicate robot name {:?}", robot.name)).into());
+    }
+    let secret = secrets.read(&prefix, "key", robot.key, robot.key_file, SecretKind::Opaque)?;
+    let api_url = match &robot.api_url {
+        Some(url) => normalize_api_url(url).map_err(|m| (key("api_url"), m))?,
+        None => api_url.to_string(),
+    };
+    let rate_limit = validate_rate_limit(robot.rate_limit, RateLimit::ROBOT, &key("rate_limit"))?;
+    Ok(RobotConfig {
+        rate_limit,
+        name: robot.name,
+        key: secret,
+        api_url,
+    })
 }
 
 /// WeCom's rule for a chat id: 1 to 32 characters of `[0-9a-zA-Z]`

@@ -669,3 +669,202 @@ routes:
     .unwrap();
     assert!(with_continue.warnings().is_empty());
 }
+
+/// Each problem of a refused file: `(key, message)`.
+fn problems(yaml: &str) -> Vec<(String, String)> {
+    match load(yaml).unwrap_err() {
+        ConfigError::Invalid { problems, .. } => problems.into_iter().map(|p| (p.key, p.message)).collect(),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn every_independent_mistake_is_reported_at_once_each_with_its_key() {
+    let yaml = r#"
+listen: nowhere
+wecom: {timeout: 0s}
+server: {max_concurrent_requests: 0}
+apps:
+  - {name: ops, corp_id: ww1, agent_id: 0}
+  - {name: dev, corp_id: ww1, agent_id: 2, secret: "${SURELY_UNSET_VAR_Z}"}
+robots: [{name: chat, rate_limit: {per_minute: 0}}]
+routes:
+  - {name: db, matchers: ['team=~"(db"'], app: ops, msgtype: text, to: {users: [a]}}
+  - {name: web, app: nope, msgtype: text, to: {users: [a]}}
+  - {name: web, app: ops, msgtype: text, to: {users: [a]}}
+  - {name: fine, app: ops, msgtype: news, to: {users: [a]}}
+templates: {timezone: Mars/Olympus}
+state: {backend: etcd}
+storm: {interval: 0s}
+alertmanager: {timeout: 0s}
+"#;
+    let found = problems(yaml);
+    let keys: Vec<&str> = found.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "listen",
+            "wecom.timeout",
+            "server.max_concurrent_requests",
+            "apps[0].agent_id",
+            "apps[1].secret",
+            "robots[0].rate_limit.per_minute",
+            "routes[0].matchers[0]",
+            "routes[1].app",
+            "routes[2].name",
+            "routes[3].msgtype",
+            "templates.timezone",
+            "state.backend",
+            "storm.interval",
+            "alertmanager.timeout",
+        ],
+        "{found:#?}"
+    );
+    // The wording of each message stays what it was when it was the only one.
+    assert!(found[3].1.contains("positive AgentId"), "{found:?}");
+    assert!(found[7].1.starts_with("no app named \"nope\""), "{found:?}");
+    assert!(found[8].1.contains("duplicate route name \"web\""), "{found:?}");
+    // One line per problem, each `FILE: KEY: MESSAGE`.
+    let text = error(yaml);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), found.len(), "{text}");
+    for (line, (key, message)) in lines.iter().zip(&found) {
+        assert_eq!(*line, format!("test.yml: {key}: {message}"));
+    }
+}
+
+#[test]
+fn a_mistake_is_reported_once_not_again_where_its_value_is_used() {
+    // The app is declared but wrong: its routes are not told it is missing.
+    let found = problems(
+        r#"
+apps: [{name: ops, corp_id: ww1, agent_id: -1}]
+routes: [{name: all, app: ops, msgtype: text, to: {users: [a]}}]
+"#,
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "apps[0].agent_id");
+
+    // templates.max_messages: 0 is not repeated at each route that inherits it.
+    let found = problems(&format!("{MINIMAL}\ntemplates: {{max_messages: 0}}\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "templates.max_messages");
+
+    // A wrong callback: the route's buttons are not told the app has none.
+    let found = problems(
+        r#"
+apps: [{name: ops, corp_id: ww1, agent_id: 1, callback: {token: "not valid!", encoding_aes_key: x}}]
+routes: [{name: all, app: ops, msgtype: template_card, to: {users: [a]}, buttons: {}}]
+"#,
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "apps[0].callback.token");
+
+    // A wrong wecom.api_url is not reported again for every app that inherits it.
+    let found = problems(&format!("wecom: {{api_url: 'ftp://x'}}\n{MINIMAL}"));
+    assert_eq!(found.len(), 1, "{found:?}");
+}
+
+#[test]
+fn a_mistake_of_shape_is_one_problem_with_one_path_and_no_rust_debug_text() {
+    for (yaml, key) in [
+        (
+            MINIMAL.replace("msgtype: markdown", "msgtype: markdown, colour: red"),
+            "routes[0].colour",
+        ),
+        (
+            format!("wecom: {{timeout: 5 parsecs}}\n{MINIMAL}"),
+            "wecom.timeout",
+        ),
+        (
+            MINIMAL.replace("tags: [1]", "tags: [{a: 1}]"),
+            "routes[0].to.tags[0]",
+        ),
+        (
+            MINIMAL.replace("msgtype: markdown", "msgtype: markdown, robot: {key: x}"),
+            "routes[0].robot",
+        ),
+        (
+            MINIMAL.replace("agent_id: 1000002", "agent_id: many"),
+            "apps[0].agent_id",
+        ),
+        (format!("{MINIMAL}\nlistne: 0.0.0.0:1\n"), "listne"),
+        ("apps: [\n".to_string(), "apps"),
+        ("- just\n- a list\n".to_string(), "(top level)"),
+    ] {
+        let found = problems(&yaml);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (found_key, message) = &found[0];
+        assert_eq!(found_key, key, "{message}");
+        let section = key.split(['.', '[']).next().unwrap();
+        assert!(
+            !message.starts_with(section) && !message.contains("]: "),
+            "one path only: {message}"
+        );
+        for debug in ["Error(", "Some(", "{ ", "\\\"", "untagged", "i64", "usize"] {
+            assert!(!message.contains(debug), "{debug:?} in {message}");
+        }
+    }
+}
+
+#[test]
+fn offline_every_secret_file_may_be_missing_and_each_is_listed_as_skipped() {
+    let yaml = r#"
+server:
+  auth:
+    bearer_token_file: /nonexistent/webhook-token
+    basic_auth: {username: am, password_file: /nonexistent/webhook-password}
+apps:
+  - name: ops
+    corp_id: "${SURELY_UNSET_CORP_ID}"
+    agent_id: 1
+    secret_file: /nonexistent/secret
+    callback: {token_file: /nonexistent/token, encoding_aes_key_file: /nonexistent/aes}
+robots: [{name: chat, key_file: /nonexistent/robot-key}]
+routes:
+  - {name: cards, app: ops, msgtype: template_card, to: {users: [a]}, buttons: {}}
+  - {name: chat, robot: chat, msgtype: text}
+state: {backend: redis, url_file: /nonexistent/redis-url}
+alertmanager:
+  url: http://alertmanager:9093
+  basic_auth: {username: wecom, password_file: "${SURELY_UNSET_DIR}/am-password"}
+"#;
+    let files = Files {
+        secrets: SecretSource::Offline,
+        ..Files::online(Path::new(""))
+    };
+    let checked = Config::check_yaml(yaml, "test.yml", &files).unwrap_or_else(|e| panic!("{e}"));
+    let keys: Vec<&str> = checked.skipped.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.auth.bearer_token_file",
+            "server.auth.basic_auth.password_file",
+            "apps[0].corp_id",
+            "apps[0].secret_file",
+            "apps[0].callback.token_file",
+            "apps[0].callback.encoding_aes_key_file",
+            "robots[0].key_file",
+            "state.url_file",
+            "alertmanager.basic_auth.password_file",
+        ]
+    );
+    assert_eq!(
+        checked.skipped[0].to_string(),
+        "server.auth.bearer_token_file: /nonexistent/webhook-token is not on this machine"
+    );
+    assert_eq!(
+        checked.skipped[2].to_string(),
+        "apps[0].corp_id: environment variable SURELY_UNSET_CORP_ID is not set here"
+    );
+    // The same file online: every missing file at once, each marked as missing.
+    let ConfigError::Invalid { problems, .. } = load(yaml).unwrap_err() else {
+        panic!("invalid")
+    };
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+    assert_eq!(
+        problems.iter().filter(|p| p.missing_file).count(),
+        4,
+        "{problems:#?}"
+    );
+}

@@ -475,3 +475,224 @@ fn appchat_says_when_the_app_has_no_secret_to_ask_wecom_with() {
     assert_eq!(code, 1);
     assert!(stderr.contains("app ops has no secret configured"), "{stderr}");
 }
+
+#[test]
+fn check_reports_every_independent_mistake_at_once_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+wecom: {delivery_deadline: 0s}
+apps: [{name: ops, corp_id: "", agent_id: 1}]
+routes:
+  - {name: db, matchers: ['team=="db"'], app: ops, msgtype: text, to: {users: [a]}}
+  - {name: web, robot: chat, msgtype: text}
+templates: {timezone: Mars/Olympus}
+"#,
+    );
+    let (code, stdout, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 1, "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        "wecom.delivery_deadline: must be greater than 0",
+        "apps[0].corp_id: must not be empty",
+        "routes[0].matchers[0]: route \"db\", matcher \"team==\\\"db\\\"\"",
+        "routes[1].robot: no robot named \"chat\"",
+        "templates.timezone: unknown time zone \"Mars/Olympus\"",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, expected) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("{path}: {expected}")),
+            "{line:?} vs {expected:?}"
+        );
+    }
+}
+
+/// `check --offline` of a deployment variant's config.yml, with the repository's templates.
+fn check_offline(config: &str, templates: &str) -> (i32, String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    run(&[
+        "check",
+        "--offline",
+        "--config",
+        &format!("{root}/{config}"),
+        "--templates-dir",
+        &format!("{root}/{templates}"),
+    ])
+}
+
+#[test]
+fn check_offline_validates_the_shipped_kubernetes_configs_and_lists_the_secrets_it_skipped() {
+    for (config, secrets) in [
+        ("deploy/kubernetes/config.yml", 2),
+        ("deploy/overlays/ha/config.yml", 3),
+    ] {
+        let (code, stdout, stderr) = check_offline(config, "deploy/kubernetes/templates");
+        assert_eq!(code, 0, "{config}: {stdout}{stderr}");
+        assert!(
+            stdout.contains(&format!(
+                "{config}: skipped (offline): apps[0].secret_file: /run/secrets/alertmanager-wecom/wecom-ops-secret is not on this machine"
+            )),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "skipped (offline): server.auth.bearer_token_file: /run/secrets/alertmanager-wecom/webhook-token is not on this machine"
+            ),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "{config}: OK (3 route(s), 1 app(s)); {secrets} secret(s) not checked (offline)"
+            )),
+            "{stdout}"
+        );
+    }
+    let (_, stdout, _) = check_offline("deploy/overlays/ha/config.yml", "deploy/kubernetes/templates");
+    assert!(
+        stdout.contains("skipped (offline): state.url_file: /run/secrets/alertmanager-wecom/redis-url"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_offline_still_checks_templates_routes_and_the_secret_files_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = std::fs::read_to_string(format!("{root}/deploy/kubernetes/config.yml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let templates = format!("{root}/deploy/kubernetes/templates");
+
+    // A real mistake in the config.
+    let path = write_config(&dir, &shipped.replace("app: ops", "app: opps"));
+    let (code, _, stderr) = run(&[
+        "check",
+        "--offline",
+        "--config",
+        &path,
+        "--templates-dir",
+        &templates,
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr.matches("no app named \"opps\"").count(), 3, "{stderr}");
+
+    // Templates are checked, not skipped: without --templates-dir, `dir: .` has no oncall.hbs.
+    let path = write_config(&dir, &shipped);
+    let (code, _, stderr) = run(&["check", "--offline", "--config", &path]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no template named \"oncall\""), "{stderr}");
+
+    // A secret file that exists is read and validated as usual.
+    let token = dir.path().join("callback-token");
+    std::fs::write(&token, "not a token!\n").unwrap();
+    let with_callback = shipped.replace(
+        "    # callback:\n    #   token_file: /run/secrets/alertmanager-wecom/wecom-ops-callback-token\n    #   encoding_aes_key_file",
+        &format!("    callback:\n      token_file: {}\n      encoding_aes_key_file", token.display()),
+    );
+    assert_ne!(with_callback, shipped);
+    let path = write_config(&dir, &with_callback);
+    let (code, stdout, stderr) = run(&[
+        "check",
+        "--offline",
+        "--config",
+        &path,
+        "--templates-dir",
+        &templates,
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stderr.contains("apps[0].callback.token: must be the console's Token: at most 32 letters and digits"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not a token"),
+        "never the secret itself: {stderr}"
+    );
+
+    // Without the mistake, the missing AES key file is skipped like the others.
+    std::fs::write(&token, "Token123\n").unwrap();
+    let (code, stdout, stderr) = run(&[
+        "check",
+        "--offline",
+        "--config",
+        &path,
+        "--templates-dir",
+        &templates,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("skipped (offline): apps[0].callback.encoding_aes_key_file: /run/secrets/alertmanager-wecom/wecom-ops-callback-aes-key is not on this machine"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("; 3 secret(s) not checked (offline)"), "{stdout}");
+}
+
+#[test]
+fn check_without_offline_suggests_it_for_a_missing_secret_file() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (code, _, stderr) = run(&[
+        "check",
+        "--config",
+        &format!("{root}/deploy/kubernetes/config.yml"),
+        "--templates-dir",
+        &format!("{root}/deploy/kubernetes/templates"),
+    ]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "both missing files at once: {stderr}");
+    for line in lines {
+        assert!(
+            line.contains("cannot read /run/secrets/alertmanager-wecom/"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("(validating a config for another machine? alertmanager-wecom check --offline)"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn check_reads_a_redis_url_file_that_exists_and_never_connects_to_it() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = std::fs::read_to_string(format!("{root}/deploy/overlays/ha/config.yml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("redis-url");
+    let path = write_config(
+        &dir,
+        &shipped.replace(
+            "/run/secrets/alertmanager-wecom/redis-url",
+            &url.display().to_string(),
+        ),
+    );
+    let templates = format!("{root}/deploy/kubernetes/templates");
+    let args = [
+        "check",
+        "--offline",
+        "--config",
+        &path,
+        "--templates-dir",
+        &templates,
+    ];
+
+    std::fs::write(&url, "rediss://:TESTSECRET@redis:6379/0\n").unwrap();
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("state.url: TLS (rediss://) is not supported"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("TESTSECRET"), "{stderr}");
+
+    // An address nothing answers at: a check that tried to connect would hang on it.
+    std::fs::write(&url, "redis://10.255.255.1:6379/0\n").unwrap();
+    let started = Instant::now();
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("; 2 secret(s) not checked (offline)"), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
