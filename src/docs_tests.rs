@@ -111,7 +111,9 @@ fn every_relative_link_in_the_readme_and_docs_leads_somewhere() {
             // Inline code shows markdown, it does not link.
             let line: String = line.split('`').step_by(2).collect();
             for link in line.split("](").skip(1) {
-                let Some(target) = link.split(')').next() else { continue };
+                let Some(target) = link.split(')').next() else {
+                    continue;
+                };
                 if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
                     continue;
                 }

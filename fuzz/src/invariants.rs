@@ -269,8 +269,20 @@ pub fn check_recipients(alerts: &[RecipientLabels]) {
     let expected = |alert: &Alert| {
         let label = |name: &str| alert.labels.get(name).unwrap_or("");
         let annotation = |name: &str| alert.annotations.get(name).unwrap_or("");
+        // WeCom's ids: plain decimal, 32 bits; "007" is 7 ("+5" is none).
         let numeric = |ids: Vec<String>| -> Vec<String> {
-            ids.into_iter().filter(|id| id.parse::<u64>().is_ok()).collect()
+            let mut out: Vec<String> = Vec::new();
+            for id in ids {
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                if let Ok(n) = id.parse::<u32>() {
+                    if !out.contains(&n.to_string()) {
+                        out.push(n.to_string());
+                    }
+                }
+            }
+            out
         };
         let users = ids(&[label("owner"), annotation("backup")]);
         let parties = numeric(ids(&[label("party")]));
@@ -290,7 +302,10 @@ pub fn check_recipients(alerts: &[RecipientLabels]) {
                     assert!(is_clean_id(id), "{id:?} is not a clean id");
                 }
                 for id in r.parties.iter().chain(&r.tags) {
-                    assert!(id.parse::<u64>().is_ok(), "{id:?} is not a WeCom party or tag id");
+                    assert!(
+                        id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<u32>().is_ok(),
+                        "{id:?} is not a WeCom party or tag id"
+                    );
                 }
                 for alert in &notification.alerts {
                     let (users, parties, tags) = expected(alert);

@@ -204,6 +204,16 @@ impl Recipients {
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.parties.is_empty() && self.tags.is_empty()
     }
+
+    /// A department (party) or tag id as WeCom takes it: a 32-bit unsigned number in plain
+    /// decimal, leading zeros dropped (`"007"` is 7); `None` for what names none (`"+5"`,
+    /// `"-1"`, `"0x5"`, `"ops"`), which Rust's own number parsing would partly let through.
+    pub fn wecom_id(id: &str) -> Option<String> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        id.parse::<u32>().ok().map(|n| n.to_string())
+    }
 }
 
 #[derive(Debug, Clone)]

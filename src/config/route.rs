@@ -133,19 +133,25 @@ fn validate_route(
         })?;
 
     let recipients = |section: RecipientsSection, field: &str| -> Result<Recipients, Invalid> {
-        let to = Recipients {
+        let mut to = Recipients {
             users: clean_ids(section.users),
             parties: clean_ids(section.parties),
             tags: clean_ids(section.tags),
         };
-        for (kind, entries) in [("users", &to.users), ("parties", &to.parties), ("tags", &to.tags)] {
-            for (j, entry) in entries.iter().enumerate() {
+        for (kind, entries) in [
+            ("users", &mut to.users),
+            ("parties", &mut to.parties),
+            ("tags", &mut to.tags),
+        ] {
+            for (j, entry) in entries.iter_mut().enumerate() {
                 check_template(entry).map_err(|m| (key(&format!("{field}.{kind}[{j}]")), m))?;
-                if kind != "users" && !entry.contains("{{") && entry.parse::<u64>().is_err() {
-                    return Err((
-                        key(&format!("{field}.{kind}[{j}]")),
-                        format!("party and tag ids are numbers, got {entry:?}"),
-                    ));
+                if kind != "users" && !entry.contains("{{") {
+                    *entry = Recipients::wecom_id(entry).ok_or_else(|| {
+                        (
+                            key(&format!("{field}.{kind}[{j}]")),
+                            format!("party and tag ids are numbers, got {entry:?}"),
+                        )
+                    })?;
                 }
             }
         }

@@ -868,3 +868,22 @@ alertmanager:
         "{problems:#?}"
     );
 }
+
+/// Party and tag ids in the config are plain decimal numbers, as WeCom takes them; `007` is
+/// written as 7, `+5` (which Rust's number parsing takes) is refused.
+#[test]
+fn party_and_tag_ids_are_plain_decimal_numbers() {
+    let route = |to: &str| {
+        format!("apps: [{{name: ops, corp_id: ww1, agent_id: 1}}]\nroutes: [{{name: r, app: ops, msgtype: text, to: {to}}}]\n")
+    };
+    let config = load(&route("{parties: ['007', 12], tags: ['3']}")).unwrap();
+    assert_eq!(config.routes[0].to.parties, ["7", "12"]);
+    assert_eq!(config.routes[0].to.tags, ["3"]);
+    for bad in ["'+5'", "'-1'", "'0x5'", "'4294967296'"] {
+        let message = error(&route(&format!("{{parties: [{bad}]}}")));
+        assert!(
+            message.contains("routes[0].to.parties[0]: party and tag ids are numbers"),
+            "{bad}: {message}"
+        );
+    }
+}

@@ -52,19 +52,20 @@ impl RecipientResolver {
         json!({ "labels": alert.labels, "annotations": alert.annotations, "status": alert.status.as_str() })
     }
 
-    /// Recipients of `spec` for the alert whose data is `data`. Party and tag ids that are
-    /// not numbers are dropped (WeCom would refuse them).
+    /// Recipients of `spec` for the alert whose data is `data`. Party and tag ids are
+    /// written as WeCom takes them ([`Recipients::wecom_id`]); those that are not numbers
+    /// are dropped (WeCom would refuse them).
     pub fn resolve(&self, spec: &Recipients, data: &Value) -> Recipients {
         let numeric = |kind: &str, ids: Vec<String>| -> Vec<String> {
-            ids.into_iter()
-                .filter(|id| {
-                    let ok = id.parse::<u64>().is_ok();
-                    if !ok {
-                        warn!("ignoring {kind} id {id:?}: WeCom {kind} ids are numbers");
-                    }
-                    ok
-                })
-                .collect()
+            let mut out: Vec<String> = Vec::with_capacity(ids.len());
+            for id in ids {
+                match Recipients::wecom_id(&id) {
+                    Some(id) if !out.contains(&id) => out.push(id),
+                    Some(_) => {}
+                    None => warn!("ignoring {kind} id {id:?}: WeCom {kind} ids are numbers"),
+                }
+            }
+            out
         };
         Recipients {
             users: self.expand(&spec.users, data),

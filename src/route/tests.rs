@@ -140,6 +140,25 @@ fn recipients_come_from_labels_and_a_value_may_name_several() {
     assert_eq!(to.parties, s(&["12"]));
 }
 
+/// Ids from labels are written as WeCom takes them: `+5` or `-1` name no department
+/// (Rust's number parsing took `+5`), `007` is department 7, and a repeat is one.
+#[test]
+fn party_and_tag_ids_from_labels_are_plain_decimal_numbers() {
+    let router = router(
+        r#"  - name: depts
+    app: ops
+    msgtype: text
+    to: {parties: ["{{labels.dept}}"], tags: ["{{labels.tag}}"]}
+"#,
+    );
+    let body = r#"{"alerts":[{"status":"firing","labels":{"dept":"+5|007|7|-1|0x5|4294967296|12","tag":"3, 03 ,ops"}}]}"#;
+    let payload = WebhookPayload::parse(body.as_bytes()).unwrap();
+    let plan = router.plan(&payload.alerts);
+    let to = &plan.notifications[0].recipients;
+    assert_eq!(to.parties, s(&["7", "12"]));
+    assert_eq!(to.tags, s(&["3"]));
+}
+
 #[test]
 fn alerts_for_different_people_are_split_so_nobody_gets_anothers_alert() {
     let router = router(

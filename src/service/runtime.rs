@@ -147,7 +147,12 @@ impl Runtime {
             }
             Err(message) => {
                 self.metrics.record_reload(false);
-                error!("configuration reload rejected, the running configuration stays: {message}");
+                error!("configuration reload rejected, the running configuration stays");
+                // One log record per problem, as at start-up: log pipelines take a record
+                // per line.
+                for problem in message.to_string().lines() {
+                    error!("{problem}");
+                }
                 Err(message)
             }
         }
