@@ -359,7 +359,8 @@ function showError(message, at) {
         where.appendChild(el("span", "error-hint", " (marked in the editor)"));
       }
     }
-    box.appendChild(el("pre", null, message));
+    // The message as it is: its "…" are the renderer's words, not cuts.
+    box.appendChild(document.createElement("pre")).textContent = message;
   }
   source.classList.toggle("has-error", line !== null);
   gutter(line);
@@ -409,6 +410,7 @@ async function render() {
   state.renders++;
   document.body.dataset.renders = String(state.renders);
   if (answer.status === "ok") {
+    $("chat").classList.remove("stale");
     state.lastPayload = answer.payload;
     draw(answer);
     const failed = (answer.previews || []).some((p) => p.error);
@@ -418,7 +420,9 @@ async function render() {
       (failed ? "The template failed" : "Rendered") + ms + (isEdited() ? " with the edited template" : " with the route's template");
   } else {
     document.body.dataset.state = "error";
-    $("status").textContent = "Not rendered (HTTP " + status + ")";
+    const stale = $("chat").childElementCount > 0;
+    $("chat").classList.toggle("stale", stale);
+    $("status").textContent = "Not rendered (HTTP " + status + ")" + (stale ? ": the phone shows the last rendering" : "");
     if (answer.error_at) {
       showError(answer.error, answer.error_at);
     } else {
@@ -458,7 +462,7 @@ function pickSample() {
   } else {
     const sample = state.context.samples.find((s) => s.name === $("sample").value);
     $("about").textContent = sample
-      ? sample.about + " (" + sample.alerts + " alerts; adapted to the route: its matchers' labels, resolved ones only if it sends them)"
+      ? sample.about + " (" + sample.alerts + (sample.alerts === 1 ? " alert" : " alerts") + "; adapted to the route: its matchers' labels, resolved ones only if it sends them)"
       : "";
   }
   schedule(0);
