@@ -147,9 +147,20 @@ pub(super) async fn context(request: HttpRequest, runtime: web::Data<Runtime>) -
             })
         })
         .collect();
+    // Each msgtype's own template, for the editor when its msgtype is switched.
+    let builtin: Map<String, Value> = MsgType::ALL
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.as_str().to_string(),
+                json!(service.renderer.template_source(t.as_str())?),
+            ))
+        })
+        .collect();
     no_store(HttpResponse::Ok()).json(json!({
         "samples": samples,
         "routes": routes,
+        "builtin": builtin,
         "max_payload_bytes": service.config.server.max_body_bytes,
         "max_template_bytes": MAX_TEMPLATE_BYTES,
         "cut_marker": CUT_MARKER,

@@ -198,8 +198,8 @@ impl Renderer {
         Ok(renderer)
     }
 
-    /// The text of template `name` as it was loaded: its file in `templates.dir`, else the
-    /// built-in one (what the playground's editor starts from).
+    /// The text of template `name`: its file in `templates.dir` (as it is now, which a
+    /// change soon reloads), else the built-in one; what the playground's editor starts from.
     pub fn template_source(&self, name: &str) -> Option<String> {
         if let Some(dir) = &self.dir {
             if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.hbs"))) {

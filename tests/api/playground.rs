@@ -161,6 +161,11 @@ async fn the_context_lists_samples_routes_with_their_template_and_the_limits() {
     assert_eq!(robot["target_kind"], "robot");
     assert_eq!(robot["msgtypes"], json!(["text", "markdown", "markdown_v2"]));
     assert_eq!(context["max_template_bytes"], 65536);
+    assert!(
+        context["builtin"]["markdown_v2"].is_string(),
+        "{}",
+        context["builtin"]
+    );
 }
 
 #[tokio::test]

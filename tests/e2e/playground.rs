@@ -149,6 +149,23 @@ async fn the_playground_renders_a_phone_preview_updates_on_edits_and_points_at_e
         page.wait_for(&format!("route {route} drawn"), &drawn).await;
         page.screenshot(route).await;
     }
+
+    // Another msgtype for the same route: the editor takes that msgtype's own template.
+    page.eval(
+        "(() => { const m = document.getElementById('msgtype'); m.value = 'text'; \
+         m.dispatchEvent(new Event('change')); })()",
+    )
+    .await;
+    page.wait_for(
+        "the route drawn as text",
+        &format!("{RENDERED} && !!document.querySelector('#chat .bubble.text')"),
+    )
+    .await;
+    let source = page.eval("document.getElementById('source').value").await;
+    assert!(
+        !source.as_str().unwrap().contains("<font"),
+        "the text template: {source}"
+    );
     drop(page);
     drop(browser);
     drop(service);

@@ -498,7 +498,18 @@ async function start() {
   }
   sample.addEventListener("change", pickSample);
   route.addEventListener("change", pickRoute);
-  $("msgtype").addEventListener("change", () => schedule(0));
+  // A template is written for one msgtype: switching it loads that msgtype's own template,
+  // unless the editor holds changes of the user's.
+  $("msgtype").addEventListener("change", () => {
+    const source = $("source");
+    const msgtype = $("msgtype").value;
+    const builtin = state.context.builtin || {};
+    if (source.value === state.original || Object.values(builtin).includes(source.value)) {
+      source.value = msgtype === state.route.msgtype ? state.original : builtin[msgtype] || source.value;
+      gutter(null);
+    }
+    schedule(0);
+  });
   $("payload").addEventListener("input", () => schedule());
   const source = $("source");
   source.addEventListener("input", () => {
