@@ -299,6 +299,15 @@ impl Drop for Browser {
         if std::thread::panicking() {
             eprintln!("===== chromium output =====\n{}\n===== end =====", self.log());
         }
+        // SIGTERM first: Chromium then ends its renderer and zygote processes itself, which
+        // a SIGKILL would leave to exit on their own.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(POLL_EVERY);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
