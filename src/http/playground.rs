@@ -35,7 +35,8 @@ const STYLE_CSS: &str = include_str!("playground/style.css");
 
 /// Nothing but the page's own files: no inline script or style, no other origin, not
 /// framed (the page shows the configuration's routes and templates).
-const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP: &str =
+    "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const OFF: &str = "the template playground is off; turn it on with `server: {playground: true}` in the configuration (it is served behind server.auth, like /-/render)";
 
