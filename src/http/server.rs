@@ -16,6 +16,7 @@ use super::admin::{healthy, metrics, ready, reload, render_preview};
 use super::admission::Admission;
 use super::alerts::{error_response, prepare_metrics, receive_alerts, wrong_method};
 use super::callback;
+use super::playground::{self, Renders};
 use crate::service::Runtime;
 
 /// A bound, not yet running server.
@@ -47,6 +48,7 @@ impl Application {
             settings.max_queued_requests,
             settings.max_buffered_body_bytes,
         ));
+        let renders = web::Data::new(Renders::new());
         let runtime = web::Data::new(runtime);
         let shared = runtime.clone().into_inner();
         shared.start_background();
@@ -56,6 +58,7 @@ impl Application {
             App::new()
                 .app_data(runtime.clone())
                 .app_data(admission.clone())
+                .app_data(renders.clone())
                 .service(
                     web::resource("/alerts")
                         .route(web::post().to(receive_alerts))
@@ -70,6 +73,16 @@ impl Application {
                         .route(compressed().to(compression_refused))
                         .route(web::post().to(render_preview)),
                 )
+                // Answered 404 unless `server.playground` is on (asked per request: a reload
+                // may turn it on or off).
+                .service(web::resource("/playground").route(web::get().to(playground::page)))
+                .service(web::resource("/playground/api/context").route(web::get().to(playground::context)))
+                .service(
+                    web::resource("/playground/api/render")
+                        .route(compressed().to(compression_refused))
+                        .route(web::post().to(playground::render)),
+                )
+                .service(web::resource("/playground/{file}").route(web::get().to(playground::asset)))
                 .service(
                     web::resource("/wecom/callback/{app}")
                         .app_data(web::PayloadConfig::new(callback::MAX_CALLBACK_BYTES))

@@ -156,6 +156,86 @@ impl Renderer {
     }
 }
 
+impl Renderer {
+    /// A one-off renderer for `msgtype` only, with `source` compiled as template `name`
+    /// into a copy of that msgtype's registry: the same escaping, helpers and partials as
+    /// the loaded templates, so an edited template previews as it would render once saved
+    /// (the playground). The other msgtypes have no templates in it.
+    ///
+    /// It may include the loaded partials by name but define none and use no decorators:
+    /// handlebars only stops a partial that includes itself directly, so an inline partial
+    /// calling itself through another would recurse until the stack overflows, and the
+    /// source comes from whoever uses the playground. (The loaded templates were rendered
+    /// against the samples before they were accepted.)
+    pub fn with_template(
+        &self,
+        msgtype: MsgType,
+        name: &str,
+        source: &str,
+    ) -> Result<Renderer, TemplateError> {
+        let template = Template::compile_with_name(source, name.to_string())
+            .map_err(|e| TemplateError::Syntax(errors::syntax(&e, None)))?;
+        if let Some(((line, column), what)) = no_recursion(&template, name) {
+            return Err(TemplateError::Syntax(format!(
+                "built-in template {name}:{line}:{column}: {what} (the playground takes partials of templates.dir by name only: one defined here could include itself without end)"
+            )));
+        }
+        let mut registry = self.registry(msgtype).clone();
+        registry.register_template(name, template);
+        let mut renderer = Renderer {
+            dir: self.dir.clone(),
+            text: Handlebars::new(),
+            markdown: Handlebars::new(),
+            textcard: Handlebars::new(),
+            template_card: Handlebars::new(),
+        };
+        *match msgtype {
+            MsgType::Text => &mut renderer.text,
+            MsgType::Markdown | MsgType::MarkdownV2 => &mut renderer.markdown,
+            MsgType::Textcard => &mut renderer.textcard,
+            MsgType::TemplateCard => &mut renderer.template_card,
+        } = registry;
+        Ok(renderer)
+    }
+
+    /// The text of template `name`: its file in `templates.dir` (as it is now, which a
+    /// change soon reloads), else the built-in one; what the playground's editor starts from.
+    pub fn template_source(&self, name: &str) -> Option<String> {
+        if let Some(dir) = &self.dir {
+            if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.hbs"))) {
+                return Some(text);
+            }
+        }
+        BuiltinTemplates::get(&format!("{name}.hbs"))
+            .map(|file| String::from_utf8_lossy(&file.data).into_owned())
+    }
+}
+
+/// The first decorator (`{{#*inline}}`, `{{*…}}`), partial block or partial not named by
+/// a plain name (or naming the template itself) of `template`, with its position.
+fn no_recursion(template: &Template, name: &str) -> Option<((usize, usize), &'static str)> {
+    use handlebars::template::{Parameter, TemplateElement};
+    for (index, element) in template.elements.iter().enumerate() {
+        let at = template.mapping.get(index).map_or((1, 1), |m| (m.0, m.1));
+        let inner: Vec<&Template> = match element {
+            TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
+                return Some((at, "decorators and inline partials are not taken here"));
+            }
+            TemplateElement::PartialBlock(_) => return Some((at, "partial blocks are not taken here")),
+            TemplateElement::PartialExpression(partial) => match &partial.name {
+                Parameter::Name(partial) if partial != name && !partial.starts_with('@') => Vec::new(),
+                _ => return Some((at, "this partial is not named by a plain name of templates.dir")),
+            },
+            TemplateElement::HelperBlock(helper) => helper.template.iter().chain(&helper.inverse).collect(),
+            _ => Vec::new(),
+        };
+        if let Some(found) = inner.into_iter().find_map(|t| no_recursion(t, name)) {
+            return Some(found);
+        }
+    }
+    None
+}
+
 /// Adds which sample a check failed on to its error.
 fn on_sample(name: &'static str, about: &'static str) -> impl Fn(RenderError) -> RenderError {
     move |mut error| {

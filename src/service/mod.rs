@@ -21,7 +21,7 @@ use crate::state::DeliveryStore;
 
 pub use callback::{CallbackQuery, CallbackRefusal, Callbacks};
 pub use notify::{Prepared, Report, Verdict};
-pub use preview::Preview;
+pub use preview::{EditedTemplate, Preview, PreviewError, EDITED_FILE};
 pub use runtime::{ConfigSource, Runtime};
 
 /// Why a configuration could not be turned into a running service.

@@ -1,5 +1,6 @@
 //! What a webhook would look like on the wire, without sending anything: for the `render`
-//! command and `POST /-/render`. Routes and renders exactly as a delivery does.
+//! command, `POST /-/render` and the playground (which may render an edited template in
+//! place of a route's own). Routes and renders exactly as a delivery does.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,44 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Service;
+use crate::config::{MsgType, RouteConfig};
 use crate::model::WebhookPayload;
-use crate::render::RenderedMessage;
+use crate::render::samples::{self, Sample};
+use crate::render::{RenderedMessage, Renderer};
+
+/// The name an edited template is compiled under: no built-in template or file of
+/// `templates.dir` has it, so its errors cannot quote some other file's lines.
+pub const EDITED_TEMPLATE: &str = "<edited template>";
+/// Where errors locate an edited template (instead of "built-in template <edited template>").
+pub const EDITED_FILE: &str = "edited template";
+
+/// A template to render a route's notifications with instead of its own, as the
+/// playground's editor holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct EditedTemplate<'a> {
+    pub msgtype: MsgType,
+    pub source: &'a str,
+}
+
+/// Why a preview with an edited template could not be made at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("no route named {0:?}")]
+    NoRoute(String),
+    #[error("an edited template is rendered for one route: name it")]
+    RouteNeeded,
+    #[error("route {route:?} sends to {kind} {target}, which takes {allowed}, not {msgtype}")]
+    MsgType {
+        route: String,
+        kind: &'static str,
+        target: String,
+        allowed: String,
+        msgtype: &'static str,
+    },
+    /// The edited template does not compile (located in [`EDITED_FILE`]).
+    #[error("{0}")]
+    Template(String),
+}
 
 /// One message of a route's notification.
 #[derive(Debug, Serialize)]
@@ -35,6 +72,79 @@ impl Service {
     /// Routes and renders `payload` exactly as a delivery would; `route` limits the output
     /// to one route. Counts nothing in the metrics.
     pub fn preview(&self, payload: &WebhookPayload, route: Option<&str>) -> Vec<Preview> {
+        self.preview_routed(payload, route, None)
+    }
+
+    /// [`Service::preview`], with `edited` rendering the route's notifications in place of
+    /// its template (and msgtype): compiled into a one-off renderer with that msgtype's
+    /// escaping, helpers and partials, and fitted and addressed as the route's own would be.
+    pub fn preview_edited(
+        &self,
+        payload: &WebhookPayload,
+        route: Option<&str>,
+        edited: EditedTemplate<'_>,
+    ) -> Result<Vec<Preview>, PreviewError> {
+        let name = route.ok_or(PreviewError::RouteNeeded)?;
+        let original = self
+            .route(name)
+            .ok_or_else(|| PreviewError::NoRoute(name.to_string()))?;
+        let kind = original.target.kind();
+        if !kind.msgtypes().contains(&edited.msgtype) {
+            return Err(PreviewError::MsgType {
+                route: name.to_string(),
+                kind: kind.as_str(),
+                target: original.target_name().to_string(),
+                allowed: kind.msgtype_list(),
+                msgtype: edited.msgtype.as_str(),
+            });
+        }
+        let renderer = self
+            .renderer
+            .with_template(edited.msgtype, EDITED_TEMPLATE, edited.source)
+            .map_err(|e| PreviewError::Template(locate_edited(&e.to_string(), edited.source)))?;
+        let mut config = original.clone();
+        config.msgtype = edited.msgtype;
+        config.template = EDITED_TEMPLATE.to_string();
+        let mut previews = self.preview_routed(payload, route, Some((&renderer, &config)));
+        for preview in &mut previews {
+            if let Some(error) = &mut preview.error {
+                *error = locate_edited(error, edited.source);
+            }
+        }
+        Ok(previews)
+    }
+
+    /// The route named `name` of the configuration.
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.config.routes.iter().find(|route| route.name == name)
+    }
+
+    /// The built-in samples as `route` would get them ([`samples::for_route`]), or as they
+    /// are (every alert, no labels added) without a route.
+    pub fn samples(&self, route: Option<&RouteConfig>) -> Vec<Sample> {
+        let payloads = samples::payloads();
+        match route {
+            Some(route) => samples::for_route(route, &payloads),
+            None => match self.config.routes.first() {
+                Some(first) => {
+                    let mut any = first.clone();
+                    any.matchers.clear();
+                    any.send_resolved = true;
+                    samples::for_route(&any, &payloads)
+                }
+                None => Vec::new(),
+            },
+        }
+    }
+
+    /// `replace`: a renderer and the route config to render the route's notifications with
+    /// instead (an edited template).
+    fn preview_routed(
+        &self,
+        payload: &WebhookPayload,
+        route: Option<&str>,
+        replace: Option<(&Renderer, &RouteConfig)>,
+    ) -> Vec<Preview> {
         let plan = self.router.plan(&payload.alerts);
         let mut previews = Vec::new();
         for notification in plan
@@ -42,7 +152,10 @@ impl Service {
             .iter()
             .filter(|n| route.is_none_or(|r| n.route.name == r))
         {
-            let config = notification.route;
+            let (renderer, config) = match replace {
+                Some((renderer, config)) if config.name == notification.route.name => (renderer, config),
+                _ => (&self.renderer, notification.route),
+            };
             let preview = |part: usize, parts: usize| Preview {
                 route: config.name.clone(),
                 target: config.target_name().to_string(),
@@ -56,7 +169,14 @@ impl Service {
                 requests: Vec::new(),
                 error: None,
             };
-            let message = match self.render(payload, notification) {
+            let rendered = renderer.render(
+                config,
+                payload,
+                &notification.alerts,
+                &notification.mentions.users,
+                &self.notifier.limits(config),
+            );
+            let message = match rendered {
                 Ok(message) => message,
                 Err(error) => {
                     previews.push(Preview {
@@ -85,5 +205,55 @@ impl Service {
             }
         }
         previews
+    }
+}
+
+/// An error of the edited template, located in [`EDITED_FILE`] with its line quoted (the
+/// renderer cannot quote it: the template is no file). Errors elsewhere (a partial it
+/// includes) are left as they are.
+fn locate_edited(message: &str, source: &str) -> String {
+    let builtin = format!("built-in template {EDITED_TEMPLATE}");
+    let Some(start) = message.find(&builtin) else {
+        return message.to_string();
+    };
+    let message = message.replacen(&builtin, EDITED_FILE, 1);
+    let rest = &message[start + EDITED_FILE.len()..];
+    let mut numbers = rest
+        .strip_prefix(':')
+        .unwrap_or("")
+        .splitn(3, ':')
+        .map(|n| n.parse::<usize>().ok());
+    let (Some(Some(line)), Some(Some(column))) = (numbers.next(), numbers.next()) else {
+        return message;
+    };
+    let Some(shown) = source.lines().nth(line.saturating_sub(1)) else {
+        return message;
+    };
+    let number = line.to_string();
+    let indent: String = shown
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!(
+        "{message}\n {number} | {shown}\n {pad} | {indent}^",
+        pad = " ".repeat(number.len())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edited_templates_error_is_located_in_it_with_its_line_quoted() {
+        let message = "route \"db\", template \"<edited template>\": built-in template <edited template>:2:4: not valid handlebars here";
+        let located = locate_edited(message, "first\nab {{ x\nthird");
+        assert_eq!(
+            located,
+            "route \"db\", template \"<edited template>\": edited template:2:4: not valid handlebars here\n 2 | ab {{ x\n   |    ^"
+        );
+        let elsewhere = "dir/partials/x.hbs:1:1: boom";
+        assert_eq!(locate_edited(elsewhere, "a"), elsewhere);
     }
 }

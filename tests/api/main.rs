@@ -15,6 +15,7 @@ mod idempotency;
 mod interactive;
 mod observability;
 mod operations;
+mod playground;
 mod properties;
 mod routing;
 mod shared_state;

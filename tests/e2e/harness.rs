@@ -301,6 +301,7 @@ impl HaStack {
                 delivery_deadline: HA_DELIVERY_DEADLINE,
                 extra: &state,
                 app_extra: &options.app_extra,
+                server_extra: "",
             };
             services.push(Service::start(&dir, &wecom.base_url(), &config).await);
         }
@@ -413,6 +414,8 @@ struct ServiceConfig<'a> {
     extra: &'a str,
     /// More keys of the app, indented by four spaces.
     app_extra: &'a str,
+    /// More keys of `server:`, indented by two spaces.
+    server_extra: &'a str,
 }
 
 impl Default for ServiceConfig<'_> {
@@ -423,6 +426,7 @@ impl Default for ServiceConfig<'_> {
             delivery_deadline: "2s",
             extra: "",
             app_extra: "",
+            server_extra: "",
         }
     }
 }
@@ -443,6 +447,7 @@ impl Service {
             delivery_deadline,
             extra,
             app_extra,
+            server_extra,
         } = config;
         let secret_file = write_secret(dir, "wecom-ops-secret", &format!("{OPS_SECRET}\n"));
         let token_file = write_secret(dir, "webhook-token", &format!("{WEBHOOK_TOKEN}\n"));
@@ -459,6 +464,7 @@ wecom:
 server:
   auth:
     bearer_token_file: {token_file}
+{server_extra}
 apps:
   - name: ops
     corp_id: {CORP_ID}
@@ -486,6 +492,22 @@ templates:
             process,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Our binary alone, with no Alertmanager in front: for tests that talk to it directly
+    /// (the playground's browser test). `server_extra`: keys of `server:`, indented by two
+    /// spaces; the bearer token is [`WEBHOOK_TOKEN`].
+    pub async fn start_alone(dir: &Path, api_url: &str, routes: &str, server_extra: &str) -> Service {
+        Service::start(
+            dir,
+            api_url,
+            &ServiceConfig {
+                routes,
+                server_extra,
+                ..ServiceConfig::default()
+            },
+        )
+        .await
     }
 
     /// POST /alerts directly (not through Alertmanager), with `Authorization: Bearer TOKEN`

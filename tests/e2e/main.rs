@@ -21,6 +21,10 @@
 //! the fake's request log are printed with the failure (`E2E_LOGS=1` prints them for
 //! passing tests too; add `--nocapture` to see them).
 //!
+//! The playground's browser test (playground.rs) needs no Alertmanager but headless
+//! Chromium (`apt-get install -y chromium`; `$CHROMIUM` overrides `/usr/bin/chromium`):
+//! `cargo test --test e2e playground -- --ignored`, about 5 s.
+//!
 //! Each test takes 1–6 s (Alertmanager's group_wait is 1 s, its group_interval 2 s), the
 //! HA tests 13 s and 20 s (a settled cluster, slow sends past the peer timeout, then
 //! waiting to see that nothing is sent twice), the storm tests (storms.rs) about 70 s each
@@ -40,4 +44,5 @@ mod failures;
 mod ha;
 mod harness;
 mod interactive;
+mod playground;
 mod storms;
