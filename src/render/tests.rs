@@ -777,3 +777,36 @@ fn a_series_mentions_once_in_its_first_message() {
         assert!(!text.contains("<@alice>"), "{text}");
     }
 }
+
+/// Links are left out, never broken, when a URL is not http(s); a runbook that is not a
+/// link is shown as text.
+#[test]
+fn links_without_an_http_url_are_left_out() {
+    let (config, renderer) = builtin_routes();
+    let payload = WebhookPayload::parse(
+        CRASHLOOP
+            .replace(r#""externalURL":"http://vm:19095""#, r#""externalURL":"vm:19095""#)
+            .replace("https://runbooks.example.com/KubePodCrashLooping", "wiki/KubePodCrashLooping")
+            .replace(
+                "http://prometheus.example.com:9090/graph?g0.expr=rate%28kube_pod_container_status_restarts_total%5B10m%5D%29+%3E+0",
+                "javascript:alert(1)",
+            )
+            .as_bytes(),
+    )
+    .unwrap();
+    for route in config
+        .routes
+        .iter()
+        .filter(|r| matches!(r.msgtype, MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2))
+    {
+        let text = shown(&render_route(&renderer, route, &payload, &[]));
+        for link in ["<a href", "](", "Graph:", "Silence:", "javascript"] {
+            assert!(!text.contains(link), "{}: {link:?} in {text}", route.name);
+        }
+        assert!(
+            text.contains("unbook: wiki/KubePodCrashLooping"),
+            "{}: {text}",
+            route.name
+        );
+    }
+}
