@@ -184,10 +184,14 @@ impl Notifier {
         message: &RenderedMessage,
     ) -> Vec<Request> {
         let target = self.target(route);
-        let audience = Audience { recipients, mentions };
         let parts = message.parts.len();
         let mut requests = Vec::new();
+        let nobody = Mentions::default();
         for (index, part) in message.parts.iter().enumerate() {
+            // A series mentions once, in its first message (as its rendered text does): a
+            // mention is a ping, and the rest of the series follows within seconds.
+            let mentions = if index == 0 { mentions } else { &nobody };
+            let audience = Audience { recipients, mentions };
             for mut request in target.requests(part, audience) {
                 request.identity = format!("{index}/{parts}|{}", request.identity);
                 requests.push(request);

@@ -5,7 +5,8 @@
 use serde_json::{Map, Value};
 
 use super::escape;
-use super::fit::{self, cut_to_fit, fit_alerts, Fitted};
+use super::fit::{self, cut_to_fit, fit_alerts, largest_fitting, Fitted};
+use super::helpers;
 use super::message::MessageContent;
 use super::RenderError;
 use crate::config::ButtonSettings;
@@ -39,6 +40,27 @@ pub fn link(alerts: &[&Alert], external_url: &str) -> Option<String> {
         .chain(std::iter::once(external_url))
         .find(|url| is_http(url) && url.len() <= fit::TEXTCARD_URL_MAX_BYTES)
         .map(str::to_string)
+}
+
+/// A textcard's one link: Alertmanager's alerts page filtered to the alerts' common labels,
+/// where each alert has both its graph ("Source") and a Silence button — a textcard can
+/// carry no other link. Else, as [`link`], the first alert's graph.
+pub fn textcard_link(alerts: &[&Alert], external_url: &str) -> Option<String> {
+    let mut common: Map<String, Value> = match alerts.first() {
+        Some(first) => first
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v)))
+            .collect(),
+        None => Map::new(),
+    };
+    for alert in alerts.iter().skip(1) {
+        common.retain(|k, v| alert.labels.get(k) == v.as_str());
+    }
+    helpers::alerts_page_url(external_url, &common)
+        .ok()
+        .filter(|url| is_http(url) && url.len() <= fit::TEXTCARD_URL_MAX_BYTES)
+        .or_else(|| link(alerts, external_url))
 }
 
 fn is_http(url: &str) -> bool {
@@ -202,6 +224,38 @@ pub fn with_buttons(card: &mut Value, actions: &[ButtonAction]) {
         let buttons: Vec<Value> = actions.iter().map(|action| action.button()).collect();
         object.insert("button_list".into(), Value::Array(buttons));
     }
+}
+
+/// A `template_card` showing as many alerts as its sub-title holds. `render(k)` renders with
+/// the first `k` alerts: the built-in cards list them in `sub_title_text`, one a line, and
+/// say how many they leave out (`omittedAlerts`), so a big group reads "… and 53 more"
+/// rather than ending in a line cut short. A template whose sub-title does not depend on
+/// the alerts shown renders once with all of them. Returns the card, whether anything was
+/// left out or cut, and how many alerts it shows.
+pub fn fitted_template_card(
+    total: usize,
+    fallback_url: Option<&str>,
+    mut render: impl FnMut(usize) -> Result<String, RenderError>,
+) -> Result<(Value, bool, usize), CardError> {
+    let sub_title_fits = |output: &str| {
+        serde_json::from_str::<Value>(output.trim()).map_or(true, |card| {
+            card.get("sub_title_text")
+                .and_then(Value::as_str)
+                .is_none_or(|text| text.chars().count() <= SUB_TITLE)
+        })
+    };
+    let all = render(total)?;
+    let (output, shown) = if total <= 1 || sub_title_fits(&all) {
+        (all, total)
+    } else {
+        let fewer = largest_fitting(total - 1, |k| {
+            let output = render(k)?;
+            Ok::<_, RenderError>(sub_title_fits(&output).then_some(output))
+        })?;
+        fewer.map_or((all, total), |(k, output)| (output, k))
+    };
+    let (card, cut) = template_card(&output, fallback_url).map_err(CardError::Invalid)?;
+    Ok((card, cut || shown < total, shown))
 }
 
 /// A `template_card` from template output, which must be the card's JSON object. Fields

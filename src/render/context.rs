@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, Target};
 use crate::model::{Alert, AlertStatus, LabelSet, WebhookPayload};
 
 /// Built once per notification; [`MessageContext::render`] shows some of its alerts
@@ -17,6 +17,9 @@ pub struct MessageContext<'a> {
     /// Each alert's template data, built the first time the alert is shown and reused by
     /// the next renders (fitting renders the first alerts several times).
     data: Vec<Option<Value>>,
+    /// Robot routes' userids to @-mention: only the first message of a series shows them,
+    /// so a long series pings once (the first part holds the firing alerts and arrives first).
+    mentions: Value,
 }
 
 impl<'a> MessageContext<'a> {
@@ -31,6 +34,13 @@ impl<'a> MessageContext<'a> {
         let mut base = Map::new();
         base.insert("route".into(), json!(route.name));
         base.insert("mentions".into(), json!(mentions));
+        // Group robots show `<a href>` in text as written: the built-in text gives them
+        // bare URLs.
+        base.insert(
+            "robot".into(),
+            json!(matches!(route.target, Target::Robot { .. })),
+        );
+        base.insert("compact".into(), json!(false));
         base.insert("receiver".into(), json!(payload.receiver));
         base.insert(
             "status".into(),
@@ -56,7 +66,14 @@ impl<'a> MessageContext<'a> {
             context: handlebars::Context::from(Value::Object(base)),
             data: vec![None; ordered.len()],
             alerts: ordered,
+            mentions: json!(mentions),
         }
+    }
+
+    /// `compact`: the built-in templates list one line per alert under a header with the
+    /// counts and the group's links; set when the full form does not fit one message.
+    pub fn set_compact(&mut self, compact: bool) {
+        self.fields().insert("compact".into(), json!(compact));
     }
 
     /// Calls `render` with the context showing the alerts in `range` (of the firing-first
@@ -81,6 +98,12 @@ impl<'a> MessageContext<'a> {
         fields.insert("firing".into(), Value::Array(firing));
         fields.insert("resolved".into(), Value::Array(resolved));
         fields.insert("omittedAlerts".into(), json!(omitted));
+        let mentions = if start == 0 {
+            self.mentions.clone()
+        } else {
+            json!([])
+        };
+        self.fields().insert("mentions".into(), mentions);
 
         let output = render(&self.context);
 

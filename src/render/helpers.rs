@@ -225,7 +225,9 @@ pub fn format_duration(duration: TimeDelta) -> String {
 /// `firing for {{duration startsAt}}` (until now), `resolved after {{duration startsAt endsAt}}`
 /// (between the two; an empty end means now, so the same expression serves firing and
 /// resolved alerts). Formatted by [`format_duration`]: `3h12m`, `45s`, `2d3h`. An empty or
-/// missing start renders as "".
+/// missing start renders as "", and so does an end that is not after the start:
+/// Alertmanager sends `endsAt` = `startsAt` for some resolved alerts, and "after 0s" would
+/// be false; `{{#if (duration startsAt endsAt)}}` tells the two apart.
 pub struct DurationHelper {
     pub clock: Clock,
 }
@@ -249,8 +251,11 @@ impl HelperDef for DurationHelper {
             Some(end) => parse_time("duration", end.value())?,
             None => None,
         };
-        let end = end.unwrap_or_else(|| (self.clock)());
-        Ok(ScopedJson::Derived(Value::String(format_duration(end - start))))
+        let text = match end {
+            Some(end) if end <= start => String::new(),
+            end => format_duration(end.unwrap_or_else(|| (self.clock)()) - start),
+        };
+        Ok(ScopedJson::Derived(Value::String(text)))
     }
 }
 
@@ -437,8 +442,18 @@ pub fn label_values(alerts: &[Value], name: &str) -> Result<Vec<Value>, RenderEr
 handlebars_helper!(labelValues: |alerts: array, name: str| label_values(alerts, name)?);
 
 handlebars_helper!(without: |object: object, *args| {
-    // `{{#each (without labels "alertname" "severity")}}`: the object minus the named keys.
-    let drop: Vec<&str> = args.iter().skip(1).filter_map(|v| v.as_str()).collect();
+    // `{{#each (without labels "alertname" "severity")}}`: the object minus the named keys;
+    // a label set among the names drops its keys, so `(without labels @root.commonLabels)`
+    // leaves what sets one alert of a group apart.
+    let drop: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .flat_map(|v| match v {
+            Value::String(name) => vec![name.as_str()],
+            Value::Object(set) => set.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     object
         .iter()
         .filter(|(key, _)| !drop.contains(&key.as_str()))
@@ -536,6 +551,30 @@ fn percent_encode(text: &str) -> String {
 /// one `name="value"` matcher per label (sorted by name, values quoted as JSON strings,
 /// which is how Alertmanager quotes matcher values: `\"`, `\\`, `\n`).
 pub fn silence_url(external_url: &str, labels: &Map<String, Value>) -> Result<String, RenderError> {
+    Ok(format!(
+        "{}/#/silences/new?filter={}",
+        safe_url(external_url.trim_end_matches('/')),
+        percent_encode(&matchers(labels)?)
+    ))
+}
+
+/// Alertmanager's alerts page filtered to the label set's matchers (as in [`silence_url`]):
+/// there each alert has its graph ("Source") and a Silence button, so one link serves
+/// cards that carry one link only. "" when `external_url` is not http(s).
+pub fn alerts_page_url(external_url: &str, labels: &Map<String, Value>) -> Result<String, RenderError> {
+    let base = safe_url(external_url.trim_end_matches('/'));
+    if base.is_empty() {
+        return Ok(base);
+    }
+    Ok(format!(
+        "{base}/#/alerts?filter={}",
+        percent_encode(&matchers(labels)?)
+    ))
+}
+
+/// `{name="value", …}`: one matcher per label, sorted by name, values quoted as JSON
+/// strings (how Alertmanager quotes matcher values: `\"`, `\\`, `\n`); "" for no labels.
+fn matchers(labels: &Map<String, Value>) -> Result<String, RenderError> {
     let mut pairs: Vec<(&String, &Value)> = labels.iter().collect();
     pairs.sort_by(|a, b| a.0.cmp(b.0));
     let mut filter = String::new();
@@ -547,11 +586,7 @@ pub fn silence_url(external_url: &str, labels: &Map<String, Value>) -> Result<St
     if !filter.is_empty() {
         filter = format!("{{{filter}}}");
     }
-    Ok(format!(
-        "{}/#/silences/new?filter={}",
-        safe_url(external_url.trim_end_matches('/')),
-        percent_encode(&filter)
-    ))
+    Ok(filter)
 }
 
 /// Alertmanager's alerts page filtered to `alertnames` (`{alertname=~"a|b"}`, names
@@ -878,6 +913,13 @@ mod tests {
             "12m30s"
         );
         assert_eq!(ok("[{{duration firing.nothing}}]", &data), "[]");
+        // Alertmanager may send endsAt = startsAt (or earlier): no "after 0s".
+        let edge = json!({
+            "same": {"startsAt": "2026-11-25T17:46:48Z", "endsAt": "2026-11-25T17:46:48Z"},
+            "before": {"startsAt": "2026-11-25T17:46:48Z", "endsAt": "2026-11-25T17:00:00Z"},
+        });
+        assert_eq!(ok("[{{duration same.startsAt same.endsAt}}]", &edge), "[]");
+        assert_eq!(ok("[{{duration before.startsAt before.endsAt}}]", &edge), "[]");
         let e = err("{{duration firing.startsAt \"soon\"}}", &data);
         assert!(e.contains("soon"), "{e}");
     }
@@ -1104,6 +1146,28 @@ mod tests {
                 &data
             ),
             "ns=n pod=p "
+        );
+        // A label set drops its keys: what sets one alert of a group apart.
+        let data = json!({"labels": {"alertname": "A", "pod": "p", "ns": "n"}, "common": {"alertname": "A", "ns": "n"}});
+        assert_eq!(
+            ok(
+                "{{#each (without labels common)}}{{@key}}={{this}} {{/each}}",
+                &data
+            ),
+            "pod=p "
+        );
+    }
+
+    #[test]
+    fn the_alerts_page_is_filtered_to_the_labels() {
+        let labels = json!({"team": "pay", "alertname": "A\"B"});
+        assert_eq!(
+            alerts_page_url("http://am/", labels.as_object().unwrap()).unwrap(),
+            "http://am/#/alerts?filter=%7Balertname%3D%22A%5C%22B%22%2C%20team%3D%22pay%22%7D"
+        );
+        assert_eq!(
+            alerts_page_url("am:9093", labels.as_object().unwrap()).unwrap(),
+            ""
         );
     }
 

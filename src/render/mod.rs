@@ -272,7 +272,8 @@ impl Renderer {
         };
         let mut context = MessageContext::new(route, payload, alerts, mentions);
         let registry = self.registry(route.msgtype);
-        let mut render = |range: Range<usize>| -> Result<String, RenderError> {
+        let mut render = |range: Range<usize>, compact: bool| -> Result<String, RenderError> {
+            context.set_compact(compact);
             context.render(range, |context| {
                 // A prepared context: `render(&data)` would deep-copy the data first.
                 registry
@@ -284,9 +285,20 @@ impl Renderer {
         match route.msgtype {
             MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2 => {
                 let max_bytes = limits.max_bytes(route.msgtype);
-                let series = series::split(total, max_bytes, route.max_messages, |range| {
-                    render(range).map(|text| text.trim().to_string())
-                })?;
+                let mut split = |compact: bool| {
+                    series::split(total, max_bytes, route.max_messages, |range| {
+                        render(range, compact).map(|text| text.trim().to_string())
+                    })
+                };
+                // The full form when it fits one message; else one line per alert, which
+                // shows many more alerts in fewer messages (each one a notification).
+                let mut series = split(false)?;
+                if series.cut || series.texts.len() > 1 {
+                    let compact = split(true)?;
+                    if compact.shown >= series.shown {
+                        series = compact;
+                    }
+                }
                 if series.texts.iter().any(|text| text.trim().is_empty()) {
                     return Err(error("the template rendered an empty message".into()));
                 }
@@ -307,18 +319,29 @@ impl Renderer {
                 })
             }
             MsgType::Textcard => {
-                let url = card::link(alerts, &payload.external_url).ok_or_else(|| {
+                let url = card::textcard_link(alerts, &payload.external_url).ok_or_else(|| {
                     error(
                         "textcard needs an http(s) URL: the alerts have no generatorURL and \
                          Alertmanager's externalURL is not http(s)"
                             .into(),
                     )
                 })?;
-                let (content, fitted) = card::textcard(total, url, card::more_alerts, |k| render(0..k))
-                    .map_err(|e| match e {
-                        card::CardError::Render(e) => e,
-                        card::CardError::Invalid(message) => error(message),
-                    })?;
+                let card_error = |e| match e {
+                    card::CardError::Render(e) => e,
+                    card::CardError::Invalid(message) => error(message),
+                };
+                let mut card = |compact: bool| {
+                    card::textcard(total, url.clone(), card::more_alerts, |k| render(0..k, compact))
+                        .map_err(card_error)
+                };
+                // As for text: one line per alert when the full form leaves alerts out.
+                let (mut content, mut fitted) = card(false)?;
+                if fitted.shown < total {
+                    let (compact_content, compact_fitted) = card(true)?;
+                    if compact_fitted.shown >= fitted.shown {
+                        (content, fitted) = (compact_content, compact_fitted);
+                    }
+                }
                 Ok(RenderedMessage {
                     parts: vec![content],
                     shown_alerts: fitted.shown,
@@ -327,9 +350,14 @@ impl Renderer {
                 })
             }
             MsgType::TemplateCard => {
-                let output = render(0..total)?;
                 let fallback = card::link(alerts, &payload.external_url);
-                let (mut card, cut) = card::template_card(&output, fallback.as_deref()).map_err(error)?;
+                let (mut card, cut, shown) =
+                    card::fitted_template_card(total, fallback.as_deref(), |k| render(0..k, false)).map_err(
+                        |e| match e {
+                            card::CardError::Render(e) => e,
+                            card::CardError::Invalid(message) => error(message),
+                        },
+                    )?;
                 // Buttons act on firing alerts; a resolved card has nothing left to act on.
                 if let Some(buttons) = &route.buttons {
                     let firing = alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
@@ -340,7 +368,7 @@ impl Renderer {
                 }
                 Ok(RenderedMessage {
                     parts: vec![MessageContent::TemplateCard { card }],
-                    shown_alerts: total,
+                    shown_alerts: shown,
                     total_alerts: total,
                     cut,
                 })

@@ -102,7 +102,8 @@ fn a_textcard_has_a_plain_title_a_link_and_a_short_button() {
     };
     assert_eq!(title, "[FIRING:1] KubePodCrashLooping (critical)");
     assert!(description.contains("<div class=\"highlight\">"), "{description}");
-    assert!(url.starts_with("http://prometheus.example.com"));
+    // Alertmanager's page of these alerts: their graphs and Silence buttons in one link.
+    assert!(url.starts_with("http://vm:19095/#/alerts?filter="), "{url}");
     assert!(btntxt.chars().count() <= fit::TEXTCARD_BTNTXT_MAX_CHARS);
 }
 
@@ -407,4 +408,405 @@ fn a_series_of_a_thousand_parts_keeps_every_part_within_the_limit() {
         .texts
         .iter()
         .all(|text| text.len() + "(1000/1000) ".len() <= 2048));
+}
+
+/// One route per built-in template, as fuzz/src/invariants.rs has them: each app msgtype,
+/// the interactive card (`button_interaction`), robot text and markdown, and markdown_v2.
+const BUILTIN_ROUTES: &str = "apps: [{name: ops, corp_id: ww1, agent_id: 1, callback: {token: t, encoding_aes_key: 6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt}}]
+robots: [{name: chat, key: k}]
+routes:
+  - {name: text, app: ops, msgtype: text, to: {users: [a]}}
+  - {name: markdown, app: ops, msgtype: markdown, to: {users: [a]}}
+  - {name: textcard, app: ops, msgtype: textcard, to: {users: [a]}}
+  - {name: template_card, app: ops, msgtype: template_card, to: {users: [a]}}
+  - {name: button_interaction, app: ops, msgtype: template_card, to: {users: [a]}, buttons: {silence: [2h]}}
+  - {name: markdown_v2, robot: chat, msgtype: markdown_v2}
+  - {name: robot_markdown, robot: chat, msgtype: markdown}
+  - {name: robot_text, robot: chat, msgtype: text}
+templates: {timezone: Asia/Shanghai}
+";
+
+const ROBOT: ContentLimits = ContentLimits {
+    text: 2048,
+    markdown: 4096,
+    markdown_v2: 4096,
+};
+
+fn builtin_routes() -> (Config, Renderer) {
+    let config = Config::from_yaml(BUILTIN_ROUTES, "test.yml", Path::new("")).unwrap();
+    let renderer = Renderer::new(&config.templates).unwrap();
+    renderer.check_routes(&config.routes).unwrap();
+    renderer.check_with_samples(&config.routes, limits_of).unwrap();
+    (config, renderer)
+}
+
+fn limits_of(route: &RouteConfig) -> ContentLimits {
+    if route.name.starts_with("robot") || route.name == "markdown_v2" {
+        ROBOT
+    } else {
+        APP
+    }
+}
+
+fn render_route(
+    renderer: &Renderer,
+    route: &RouteConfig,
+    payload: &WebhookPayload,
+    mentions: &[String],
+) -> RenderedMessage {
+    let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+    renderer
+        .render(route, payload, &alerts, mentions, &limits_of(route))
+        .unwrap_or_else(|e| panic!("{}: {e}", route.name))
+}
+
+/// Everything a message shows, with a textcard's link and a card's JSON.
+fn shown(message: &RenderedMessage) -> String {
+    message
+        .parts
+        .iter()
+        .map(|part| match part {
+            MessageContent::Textcard {
+                title,
+                description,
+                url,
+                ..
+            } => format!("{title}\n{description}\nurl: {url}"),
+            MessageContent::TemplateCard { card } => card.to_string(),
+            other => text_of(&RenderedMessage {
+                parts: vec![other.clone()],
+                shown_alerts: 0,
+                total_alerts: 0,
+                cut: false,
+            }),
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// docs/templates.md, "Built-in templates": what each built-in msgtype shows of a firing
+/// alert — what fired, where (the labels beyond alertname and severity), how bad, since
+/// when, its runbook, and links to its graph and to a pre-filled silence wherever the
+/// msgtype carries links. A change that drops one fails here, not on call.
+#[test]
+fn every_builtin_template_shows_what_the_docs_promise() {
+    let (config, renderer) = builtin_routes();
+    let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+    let graph = "http://prometheus.example.com:9090/graph?g0.expr=rate%28kube_pod_container_status_restarts_total%5B10m%5D%29+%3E+0";
+    let silence = "http://vm:19095/#/silences/new?filter=%7Balertname%3D%22KubePodCrashLooping%22%2C%20namespace%3D%22pay%22%2C%20owner%3D%22alice%22%2C%20pod%3D%22api-7d9f%22%2C%20severity%3D%22critical%22%2C%20team%3D%22pay%22%7D";
+    let runbook = "https://runbooks.example.com/KubePodCrashLooping";
+    let labels = "namespace=pay owner=alice pod=api-7d9f team=pay";
+    // The one link of a textcard: the alerts on Alertmanager's page, each with its graph
+    // and a Silence button.
+    let alerts_page = "url: http://vm:19095/#/alerts?filter=%7Balertname%3D%22KubePodCrashLooping%22%2C%20namespace%3D%22pay%22";
+    let json = |s: &str| serde_json::to_string(s).unwrap().trim_matches('"').to_string();
+    let promises: Vec<(&str, Vec<String>)> = vec![
+        (
+            "text",
+            vec![
+                "[FIRING] KubePodCrashLooping (critical)".into(),
+                labels.into(),
+                "Since 2026-11-26 01:46:42 CST".into(),
+                format!("<a href=\"{runbook}\">Runbook</a>"),
+                format!("<a href=\"{graph}\">Graph</a>"),
+                format!("<a href=\"{silence}\">Silence</a>"),
+            ],
+        ),
+        (
+            "robot_text",
+            vec![
+                "[FIRING] KubePodCrashLooping (critical)".into(),
+                labels.into(),
+                "Since 2026-11-26 01:46:42 CST".into(),
+                format!("Runbook: {runbook}"),
+                format!("Graph: {graph}"),
+                format!("Silence: {silence}"),
+            ],
+        ),
+        (
+            "markdown",
+            vec![
+                "KubePodCrashLooping** · critical".into(),
+                labels.into(),
+                "since 2026-11-26 01:46:42 CST".into(),
+                format!("[runbook]({runbook})"),
+                format!("[graph]({graph})"),
+                format!("[silence]({silence})"),
+            ],
+        ),
+        (
+            "robot_markdown",
+            vec![
+                format!("[graph]({graph})"),
+                format!("[silence]({silence})"),
+                format!("[runbook]({runbook})"),
+            ],
+        ),
+        (
+            "markdown_v2",
+            vec![
+                "**[FIRING] KubePodCrashLooping** · critical".into(),
+                labels.into(),
+                "since 2026-11-26 01:46:42 CST".into(),
+                format!("[runbook]({runbook})"),
+                format!("[graph]({graph})"),
+                format!("[silence]({silence})"),
+            ],
+        ),
+        (
+            "textcard",
+            vec![
+                "<div class=\"highlight\">KubePodCrashLooping · critical</div>".into(),
+                labels.into(),
+                "since 2026-11-26 01:46:42 CST".into(),
+                format!("runbook: {runbook}"),
+                alerts_page.into(),
+            ],
+        ),
+        (
+            "template_card",
+            vec![
+                r#""title":"KubePodCrashLooping""#.into(),
+                r#""emphasis_content":{"desc":"severity","title":"critical"}"#.into(),
+                labels.into(),
+                r#"{"keyname":"since","value":"11-26 01:46"}"#.into(),
+                format!(r#"{{"title":"Runbook","type":1,"url":"{}"}}"#, json(runbook)),
+                format!(r#"{{"title":"Graph","type":1,"url":"{}"}}"#, json(graph)),
+                format!(r#"{{"title":"Silence","type":1,"url":"{}"}}"#, json(silence)),
+            ],
+        ),
+        (
+            "button_interaction",
+            vec![
+                "KubePodCrashLooping".into(),
+                r#""emphasis_content":{"desc":"severity","title":"critical"}"#.into(),
+                labels.into(),
+                r#"{"keyname":"since","value":"11-26 01:46"}"#.into(),
+                format!(
+                    r#"{{"keyname":"docs","type":1,"url":"{}","value":"Runbook"}}"#,
+                    json(runbook)
+                ),
+                format!(
+                    r#"{{"keyname":"graph","type":1,"url":"{}","value":"Prometheus"}}"#,
+                    json(graph)
+                ),
+                format!(
+                    r#"{{"keyname":"mute","type":1,"url":"{}","value":"Silence"}}"#,
+                    json(silence)
+                ),
+            ],
+        ),
+    ];
+    assert_eq!(
+        promises.len(),
+        config.routes.len(),
+        "every built-in route is covered"
+    );
+    for (name, elements) in promises {
+        let route = config.routes.iter().find(|r| r.name == name).unwrap();
+        let message = render_route(&renderer, route, &payload, &[]);
+        let text = shown(&message);
+        for element in elements {
+            assert!(
+                text.contains(&element),
+                "{name}: {element:?} missing from\n{text}"
+            );
+        }
+        assert!(!message.cut, "{name}: an ordinary alert is not cut:\n{text}");
+    }
+}
+
+/// Alertmanager sends endsAt = startsAt for some resolved alerts (resolved-targetdown.json
+/// has one): the message shows when it resolved, not "after 0s".
+#[test]
+fn a_resolved_alert_without_a_duration_shows_its_resolve_time() {
+    let (config, renderer) = builtin_routes();
+    let same = WebhookPayload::parse(RESOLVED.as_bytes()).unwrap();
+    let earlier = WebhookPayload::parse(
+        RESOLVED
+            .replace(
+                r#""endsAt":"2026-11-25T17:46:48Z""#,
+                r#""endsAt":"2026-11-25T17:00:00Z""#,
+            )
+            .as_bytes(),
+    )
+    .unwrap();
+    let later = WebhookPayload::parse(
+        RESOLVED
+            .replace(
+                r#""endsAt":"2026-11-25T17:46:48Z""#,
+                r#""endsAt":"2026-11-25T17:58:00Z""#,
+            )
+            .as_bytes(),
+    )
+    .unwrap();
+    for route in &config.routes {
+        for payload in [&same, &earlier] {
+            let text = shown(&render_route(&renderer, route, payload, &[]));
+            assert!(
+                !text.contains("after 0s") && !text.contains("(after"),
+                "{}: {text}",
+                route.name
+            );
+            assert!(text.contains("TargetDown"), "{}: {text}", route.name);
+        }
+        let text = shown(&render_route(&renderer, route, &same, &[]));
+        let resolved = match route.msgtype {
+            MsgType::TemplateCard => r#"{"keyname":"ended","value":"11-26 01:46"}"#,
+            MsgType::Textcard => "resolved 2026-11-26 01:46:48 CST",
+            MsgType::Text => "Resolved 2026-11-26 01:46:48 CST",
+            _ => "resolved 2026-11-26 01:46:48 CST",
+        };
+        assert!(
+            text.contains(resolved),
+            "{}: {resolved:?} missing from {text}",
+            route.name
+        );
+        if !matches!(route.msgtype, MsgType::TemplateCard) {
+            let text = shown(&render_route(&renderer, route, &later, &[]));
+            assert!(text.contains("after 11m12s"), "{}: {text}", route.name);
+        }
+    }
+}
+
+/// `cut` (the preview's, and alertmanager_wecom_messages_cut_total) says something was left
+/// out or shortened: never for one ordinary alert, always for an overlong one.
+#[test]
+fn cut_means_something_was_left_out_in_every_builtin_msgtype() {
+    let (config, renderer) = builtin_routes();
+    let ordinary = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+    let resolved = WebhookPayload::parse(RESOLVED.as_bytes()).unwrap();
+    let long = "数据库连接数过高，请立即检查慢查询。".repeat(200);
+    let overlong = WebhookPayload::parse(
+        CRASHLOOP
+            .replace("Pod pay/api-7d9f is crash looping", &long)
+            .replace(
+                "Pod pay/api-7d9f (container api) is restarting 3.2 times / 10 minutes.",
+                &long,
+            )
+            .as_bytes(),
+    )
+    .unwrap();
+    for route in &config.routes {
+        for payload in [&ordinary, &resolved] {
+            let message = render_route(&renderer, route, payload, &["alice".into()]);
+            assert!(!message.cut, "{}: cut\n{}", route.name, shown(&message));
+        }
+        let message = render_route(&renderer, route, &overlong, &[]);
+        assert!(message.cut, "{}: not cut\n{}", route.name, shown(&message));
+        assert!(shown(&message).contains(fit::CUT_MARKER), "{}", route.name);
+    }
+}
+
+/// A big group: a header with the counts, then as many alerts as the msgtype holds (one
+/// line each once the full form does not fit), then "… and N more".
+#[test]
+fn a_big_group_shows_its_counts_and_as_many_alerts_as_fit() {
+    let (config, renderer) = builtin_routes();
+    let payload = samples::payloads().remove(3); // big-group: 60 alerts, 20 resolved
+    assert_eq!(payload.alerts.len(), 60);
+    for route in &config.routes {
+        let message = render_route(&renderer, route, &payload, &[]);
+        let text = shown(&message);
+        assert!(
+            text.contains("🔥 40 firing · ✅ 20 resolved"),
+            "{}: no header in {text}",
+            route.name
+        );
+        let visible = (0..60)
+            .filter(|i| text.contains(&format!("host-{i}:")) || text.contains(&format!("host-{i} ")))
+            .count();
+        let (parts, at_least) = match route.name.as_str() {
+            "textcard" => (1, 8),
+            "template_card" | "button_interaction" => (1, 5),
+            // One line per alert: 60 fit in two messages of 2048 bytes, one of 4096.
+            _ => (2, 60),
+        };
+        assert!(
+            message.parts.len() <= parts,
+            "{}: {} parts",
+            route.name,
+            message.parts.len()
+        );
+        assert!(
+            visible >= at_least && message.shown_alerts >= at_least,
+            "{}: {visible} alerts shown\n{text}",
+            route.name
+        );
+        assert!(
+            visible >= message.shown_alerts,
+            "{}: shown_alerts {} but {visible} visible",
+            route.name,
+            message.shown_alerts
+        );
+        if message.shown_alerts < 60 {
+            assert!(
+                text.contains(&format!("… and {} more", 60 - message.shown_alerts)),
+                "{}: {text}",
+                route.name
+            );
+        }
+    }
+}
+
+/// A robot's mention pings: a series mentions once, in its first message.
+#[test]
+fn a_series_mentions_once_in_its_first_message() {
+    let (config, renderer) = builtin_routes();
+    let mut body: serde_json::Value = serde_json::from_str(CRASHLOOP).unwrap();
+    let alert = body["alerts"][0].clone();
+    body["alerts"] = (0..400)
+        .map(|i| {
+            let mut alert = alert.clone();
+            alert["labels"]["pod"] = format!("api-{i}-{}", "x".repeat(40)).into();
+            alert["annotations"]["summary"] = format!("pod {i} is crash looping").into();
+            alert
+        })
+        .collect();
+    let payload = WebhookPayload::parse(body.to_string().as_bytes()).unwrap();
+    let route = config.routes.iter().find(|r| r.name == "robot_markdown").unwrap();
+    let message = render_route(&renderer, route, &payload, &["alice".into()]);
+    assert!(message.parts.len() > 1, "a series");
+    let texts: Vec<String> = message
+        .parts
+        .iter()
+        .map(|p| p.body()["content"].as_str().unwrap().to_string())
+        .collect();
+    assert!(texts[0].contains("<@alice>"), "{}", texts[0]);
+    for text in &texts[1..] {
+        assert!(!text.contains("<@alice>"), "{text}");
+    }
+}
+
+/// Links are left out, never broken, when a URL is not http(s); a runbook that is not a
+/// link is shown as text.
+#[test]
+fn links_without_an_http_url_are_left_out() {
+    let (config, renderer) = builtin_routes();
+    let payload = WebhookPayload::parse(
+        CRASHLOOP
+            .replace(r#""externalURL":"http://vm:19095""#, r#""externalURL":"vm:19095""#)
+            .replace("https://runbooks.example.com/KubePodCrashLooping", "wiki/KubePodCrashLooping")
+            .replace(
+                "http://prometheus.example.com:9090/graph?g0.expr=rate%28kube_pod_container_status_restarts_total%5B10m%5D%29+%3E+0",
+                "javascript:alert(1)",
+            )
+            .as_bytes(),
+    )
+    .unwrap();
+    for route in config
+        .routes
+        .iter()
+        .filter(|r| matches!(r.msgtype, MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2))
+    {
+        let text = shown(&render_route(&renderer, route, &payload, &[]));
+        for link in ["<a href", "](", "Graph:", "Silence:", "javascript"] {
+            assert!(!text.contains(link), "{}: {link:?} in {text}", route.name);
+        }
+        assert!(
+            text.contains("unbook: wiki/KubePodCrashLooping"),
+            "{}: {text}",
+            route.name
+        );
+    }
 }

@@ -52,17 +52,33 @@ async fn a_group_is_split_by_route_and_each_part_goes_to_its_own_recipients() {
     assert!(!delivered[1].body.to_string().contains("KubePodCrashLooping"));
 }
 
+/// A textcard carries one link: Alertmanager's page of its alerts, where each has its graph
+/// and a Silence button; without an http(s) externalURL, the first alert's graph.
 #[tokio::test]
-async fn the_textcard_links_to_the_generator_url_or_else_to_alertmanager() {
+async fn the_textcard_links_to_alertmanagers_page_of_its_alerts_or_else_to_the_graph() {
     let app = spawn(single_route("textcard")).await;
     app.post(CRASHLOOP).await;
     app.post(RESOLVED).await; // no generatorURL
     let delivered = app.wecom.delivered();
+    assert_eq!(delivered.len(), 2);
     assert!(delivered[0].body["textcard"]["url"]
         .as_str()
         .unwrap()
+        .starts_with("http://vm:19095/#/alerts?filter=%7Balertname%3D%22KubePodCrashLooping%22"));
+    assert!(delivered[1].body["textcard"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://vm:19095/#/alerts?filter=%7Balertname%3D%22TargetDown%22"));
+    let app = spawn(single_route("textcard")).await;
+    app.post(&CRASHLOOP.replace(
+        r#""externalURL":"http://vm:19095""#,
+        r#""externalURL":"vm:19095""#,
+    ))
+    .await;
+    assert!(app.wecom.delivered()[0].body["textcard"]["url"]
+        .as_str()
+        .unwrap()
         .starts_with("http://prometheus.example.com:9090/graph"));
-    assert_eq!(delivered[1].body["textcard"]["url"], "http://vm:19095");
 }
 
 #[tokio::test]

@@ -228,7 +228,8 @@ async fn a_robot_markdown_message_mentions_with_userid_tags_and_may_be_long() {
     )))
     .await;
     app.wecom.add_robot(ROBOT_KEY);
-    let many = payload_with_alerts(60, r#""alertname":"HostDown","owner":"alice""#, "host is down");
+    // One line per alert: 100 of them take more than 2048 bytes.
+    let many = payload_with_alerts(100, r#""alertname":"HostDown","owner":"alice""#, "host is down");
     let (status, report) = app.post(&many).await;
     assert_eq!(status, 200, "{report}");
     let content = app.wecom.robot_messages(ROBOT_KEY)[0]["markdown"]["content"]
@@ -241,6 +242,38 @@ async fn a_robot_markdown_message_mentions_with_userid_tags_and_may_be_long() {
         "{} bytes",
         content.len()
     );
+}
+
+/// A mention pings: a series of robot messages mentions once, in its first message, both
+/// as text's `mentioned_list` and as markdown's `<@userid>`.
+#[tokio::test]
+async fn a_robot_series_mentions_once() {
+    let app = spawn(TestConfig::routes(&format!(
+        "robots: [{{name: chat, key: {ROBOT_KEY}}}]\nroutes:\n  - {{name: text, robot: chat, msgtype: text, continue: true, mention: {{users: [alice]}}}}\n  - {{name: md, robot: chat, msgtype: markdown, mention: {{users: [alice]}}}}\n"
+    )))
+    .await;
+    app.wecom.add_robot(ROBOT_KEY);
+    let many = payload_with_alerts(400, r#""alertname":"HostDown","owner":"alice""#, "host is down");
+    let (status, report) = app.post(&many).await;
+    assert_eq!(status, 200, "{report}");
+    let messages = app.wecom.robot_messages(ROBOT_KEY);
+    let texts: Vec<_> = messages.iter().filter(|m| m["msgtype"] == "text").collect();
+    let markdowns: Vec<_> = messages.iter().filter(|m| m["msgtype"] == "markdown").collect();
+    assert!(texts.len() > 1 && markdowns.len() > 1, "two series: {messages:?}");
+    assert_eq!(texts[0]["text"]["mentioned_list"], serde_json::json!(["alice"]));
+    assert!(markdowns[0]["markdown"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("<@alice>"));
+    for text in &texts[1..] {
+        assert!(text["text"].get("mentioned_list").is_none(), "{text}");
+    }
+    for markdown in &markdowns[1..] {
+        assert!(!markdown["markdown"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("<@alice>"));
+    }
 }
 
 #[tokio::test]
