@@ -80,10 +80,17 @@ impl Renderer {
             let mut data = base.clone();
             data["alertnames"] = serde_json::json!(&summary.alertnames[..shown.min(total)]);
             data["omittedAlertnames"] = Value::from(total - shown.min(total));
-            registry
-                .render(template, &data)
-                .map(|text| text.trim().to_string())
-                .map_err(|e| error(super::errors::render(&e, self.dir.as_deref())))
+            let context = handlebars::Context::wraps(&data)
+                .map_err(|e| error(super::errors::render(&e, self.dir.as_deref())))?;
+            super::bounded::render(
+                registry,
+                template,
+                &context,
+                self.dir.as_deref(),
+                super::bounded::MAX_RENDER_BYTES,
+            )
+            .map(|text| text.trim().to_string())
+            .map_err(error)
         };
         let (content, shown, cut) = match route.msgtype {
             MsgType::Text | MsgType::Markdown | MsgType::MarkdownV2 => {

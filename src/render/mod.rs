@@ -2,6 +2,7 @@
 //! limits. Built-in templates live in `templates/` and are embedded in the binary; files in
 //! `templates.dir` override them by name.
 
+mod bounded;
 pub mod card;
 mod context;
 pub mod digest;
@@ -276,9 +277,14 @@ impl Renderer {
             context.set_compact(compact);
             context.render(range, |context| {
                 // A prepared context: `render(&data)` would deep-copy the data first.
-                registry
-                    .render_with_context(&route.template, context)
-                    .map_err(|e| error(errors::render(&e, self.dir.as_deref())))
+                bounded::render(
+                    registry,
+                    &route.template,
+                    context,
+                    self.dir.as_deref(),
+                    bounded::MAX_RENDER_BYTES,
+                )
+                .map_err(error)
             })
         };
         let total = alerts.len();

@@ -433,3 +433,27 @@ async fn deeply_nested_blocks_are_an_error_not_a_crash() {
     .await;
     assert!(status == 200 || status == 422, "{answer}");
 }
+
+/// A loop inside loops over the alerts writes alerts⁶ lines: over all 60 alerts of the
+/// sample that is 4.7 × 10¹⁰ lines. Fitting grows the alerts a render sees from one, so it
+/// never renders that (and a render that would pass 16 MiB is stopped: render/bounded.rs);
+/// the answer comes back with what fits, cut and said so.
+#[tokio::test]
+async fn a_template_that_multiplies_its_output_is_fitted_not_run_away() {
+    let app = spawn(playground_on(true)).await;
+    let source = "{{#each alerts}}{{#each @root.alerts}}{{#each @root.alerts}}{{#each @root.alerts}}{{#each @root.alerts}}{{#each @root.alerts}}0123456789012345678901234567890123456789012345678901234567890123\n{{/each}}{{/each}}{{/each}}{{/each}}{{/each}}{{/each}}";
+    for msgtype in ["text", "textcard"] {
+        let (status, answer) = render(
+            &app,
+            json!({"sample": "big-group", "route": "default", "template": {"msgtype": msgtype, "source": source}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{msgtype}: {answer}");
+        let preview = &answer["previews"][0];
+        assert_eq!(preview["cut"], true, "{msgtype}: {answer}");
+        assert!(
+            preview["shown_alerts"].as_u64().unwrap() < 60,
+            "{msgtype}: {answer}"
+        );
+    }
+}
