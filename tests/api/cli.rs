@@ -697,22 +697,28 @@ fn check_reads_a_redis_url_file_that_exists_and_never_connects_to_it() {
     );
 }
 
-/// The reference config in docs/configuration.md is what newcomers copy: every key it
-/// shows, with every value it shows, passes `check --offline` (its secret files are not on
-/// this machine; its templates.dir is an empty folder beside it).
+/// The configs the docs show are what newcomers copy: the reference in
+/// docs/configuration.md (every key, with the values it shows) and the README's first
+/// config pass `check --offline` (their secret files are not on this machine; the
+/// reference's templates.dir is an empty folder beside it).
 #[test]
-fn the_documented_reference_config_passes_the_offline_check() {
-    let docs = include_str!("../../docs/configuration.md");
-    let reference = docs
-        .split("## Configuration reference")
-        .nth(1)
-        .and_then(|rest| rest.split("```yaml\n").nth(1))
-        .and_then(|block| block.split("\n```").next())
-        .expect("docs/configuration.md shows a reference config");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("templates")).unwrap();
-    let config = write_config(&dir, reference);
-    let (code, stdout, stderr) = run(&["check", "--offline", "--config", &config]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("not checked (offline)"), "{stdout}");
+fn the_documented_configs_pass_the_offline_check() {
+    let shown = |doc: &'static str, section: &str| -> &'static str {
+        doc.split(section)
+            .nth(1)
+            .and_then(|rest| rest.split("```yaml\n").nth(1))
+            .and_then(|block| block.split("\n```").next())
+            .unwrap_or_else(|| panic!("{section} shows a config"))
+    };
+    for config in [
+        shown(include_str!("../../docs/configuration.md"), "## Configuration reference"),
+        shown(include_str!("../../README.md"), "## Your first real configuration"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("templates")).unwrap();
+        let path = write_config(&dir, config);
+        let (code, stdout, stderr) = run(&["check", "--offline", "--config", &path]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("not checked (offline)"), "{stdout}");
+    }
 }
