@@ -41,15 +41,8 @@ const CSP: &str =
 const OFF: &str = "the template playground is off; turn it on with `server: {playground: true}` in the configuration (it is served behind server.auth, like /-/render)";
 
 /// `text_notice` fields and WeCom's suggested limits in characters, as `render::card`
-/// fits them (shown, not enforced here).
-const CARD_FIELDS: [(&str, &str, usize); 6] = [
-    ("main_title", "title", 26),
-    ("main_title", "desc", 30),
-    ("emphasis_content", "title", 10),
-    ("emphasis_content", "desc", 15),
-    ("source", "desc", 13),
-    ("sub_title_text", "", 112),
-];
+/// fits them (shown here, enforced there).
+const CARD_FIELDS: [(&str, &str, usize); 6] = crate::render::card::CARD_FIELD_LIMITS;
 
 /// One render at a time, off the server's workers: a template from the editor can loop
 /// over every alert many times over, and only one such render then holds a thread.

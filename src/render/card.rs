@@ -135,6 +135,17 @@ const ROWS: usize = 6;
 const JUMPS: usize = 3;
 const JUMP_TITLE: usize = 13;
 
+/// The `text_notice` fields cut to a limit in characters, as `(object, field, limit)`
+/// (`field` empty for a top-level string): what a preview shows sizes against.
+pub const CARD_FIELD_LIMITS: [(&str, &str, usize); 6] = [
+    ("main_title", "title", MAIN_TITLE),
+    ("main_title", "desc", MAIN_DESC),
+    ("emphasis_content", "title", EMPHASIS_TITLE),
+    ("emphasis_content", "desc", EMPHASIS_DESC),
+    ("source", "desc", SOURCE_DESC),
+    ("sub_title_text", "", SUB_TITLE),
+];
+
 /// Button text of acknowledge buttons ("claim"): WeCom suggests at most 10 characters.
 const ACKNOWLEDGE_TEXT: &str = "认领";
 /// Button styles (1–4 in WeCom's client: blue, grey, red, …): acknowledge stands out.

@@ -711,8 +711,14 @@ fn the_documented_configs_pass_the_offline_check() {
             .unwrap_or_else(|| panic!("{section} shows a config"))
     };
     for config in [
-        shown(include_str!("../../docs/configuration.md"), "## Configuration reference"),
-        shown(include_str!("../../README.md"), "## Your first real configuration"),
+        shown(
+            include_str!("../../docs/configuration.md"),
+            "## Configuration reference",
+        ),
+        shown(
+            include_str!("../../README.md"),
+            "## Your first real configuration",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("templates")).unwrap();
