@@ -10,7 +10,7 @@ usage: check_manifests.py [--same-config-as BASE_RENDERED.yaml] RENDERED.yaml SE
    ServiceMonitor and PrometheusRule with crd-schemas.yaml beside this file. Any other kind
    is an error.
 2. That the resources fit together (selectors, port names, volumes, Secret keys, the paths in
-   config.yml, grace periods) and keep the security settings the README promises; that
+   config.yml, grace periods) and keep the security settings docs/operations.md promises (Security notes); that
    several replicas never run on per-replica state (replicas > 1 needs state.backend redis);
    and, in a variant that ships Redis, that its Deployment, Service and NetworkPolicy fit the
    service's (selectors kept apart, the Secret's redis-url names the Service and port, probes,
@@ -44,7 +44,7 @@ BASE_KINDS = Counter(["Deployment", "Service", "ConfigMap", "PodDisruptionBudget
 REDIS_KINDS = Counter(["Deployment", "Service", "NetworkPolicy"])
 BACKENDS = {"memory", "redis"}
 
-# What the rules may query: the service's metrics (README "Metrics", plus the reload gauges
+# What the rules may query: the service's metrics (docs/operations.md "Metrics", plus the reload gauges
 # that come with hot reload) and the scrape's `up`.
 KNOWN_METRICS = {
     "up",
@@ -175,7 +175,7 @@ def size_bytes(text):
 
 
 def check_hardening(who, pod, container):
-    """The security settings and resources the README promises, for any of our containers."""
+    """The security settings and resources docs/operations.md and docs/deployment.md promise, for any of our containers."""
     psc = pod.get("securityContext", {})
     csc = container.get("securityContext", {})
     uid = csc.get("runAsUser", psc.get("runAsUser")) or 0

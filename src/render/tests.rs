@@ -209,7 +209,7 @@ fn safe_url_keeps_links_inside_their_markup() {
     );
 }
 
-/// The storm digest docs/storms.md and the README show is what `digest/markdown` renders.
+/// The storm digest docs/storms.md shows is what `digest/markdown` renders.
 #[test]
 fn the_documented_digest_is_what_the_builtin_markdown_digest_renders() {
     let (config, renderer) = setup("markdown");

@@ -1,7 +1,7 @@
 //! The binary's memory and sockets under the worst fan-out: four webhooks at once, each a
 //! group of hundreds of alerts (`$E2E_OWNERS`, default 300) owned by as many users (a
 //! message each), WeCom answering each in 100 ms. Sampled from /proc; the bound must stay under the shipped
-//! Deployment's 128 Mi memory limit. Figures are printed for the README.
+//! Deployment's 128 Mi memory limit. Figures are printed for docs/deployment.md.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::harness::*;
 
 /// Owners per group: `$E2E_OWNERS`, else 300 (the binary here is a debug build, which
-/// renders a few hundred messages a second; the README's figures use 1,000).
+/// renders a few hundred messages a second; the figures in docs/deployment.md use 1,000).
 fn owners() -> usize {
     std::env::var("E2E_OWNERS")
         .ok()
