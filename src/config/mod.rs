@@ -359,6 +359,11 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         let wecom = &self.wecom;
+        if self.storm.digest && wecom.dedup_window.is_zero() {
+            warnings.push(
+                "storm.digest is on but wecom.dedup_window is 0s: without the record of accepted messages nothing can answer a digested notification's retries, so notifications over WeCom's rate limits are held back (503) instead of digested; set dedup_window (e.g. 10m) or storm.digest: false".to_string(),
+            );
+        }
         if self.server.shutdown_grace < wecom.delivery_deadline {
             warnings.push(format!(
                 "server.shutdown_grace ({}) is shorter than wecom.delivery_deadline ({}): on SIGTERM, webhooks still being delivered are cut off unanswered (Alertmanager retries them, possibly after WeCom took them); set shutdown_grace to at least the deadline",

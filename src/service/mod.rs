@@ -8,8 +8,6 @@ mod notify;
 mod preview;
 pub mod runtime;
 
-use log::warn;
-
 use crate::config::{Config, ConfigError};
 use crate::deliver::{Clients, Notifier};
 use crate::metrics::Metrics;
@@ -76,6 +74,8 @@ pub struct Service {
 impl Service {
     /// Loads the templates, checks every route's template exists and renders each against
     /// sample notifications. `dry_run` makes every target log instead of send.
+    /// Assembles the service for `config`; its warnings are for the caller to tell (the
+    /// runtime logs them, `check` prints them).
     pub fn new(config: Config, dry_run: bool, lasting: &Lasting) -> Result<Service, AssemblyError> {
         let renderer = Renderer::new(&config.templates)?;
         renderer.check_routes(&config.routes)?;
@@ -90,14 +90,6 @@ impl Service {
         renderer
             .check_with_samples(&config.routes, |route| notifier.limits(route))
             .map_err(AssemblyError::Sample)?;
-        for warning in config.warnings() {
-            warn!("{}: {warning}", config.source);
-        }
-        if config.storm.digest && config.wecom.dedup_window.is_zero() {
-            warn!(
-                "storm.digest is on but wecom.dedup_window is 0s: without the record of accepted messages nothing can answer a digested notification's retries, so notifications over WeCom's rate limits are held back (503) instead of digested; set dedup_window (e.g. 10m) or storm.digest: false"
-            );
-        }
         let callbacks = Callbacks::new(&config).map_err(AssemblyError::Callback)?;
         let router = Router::new(&config.routes)?;
         for route in &config.routes {

@@ -78,6 +78,7 @@ impl Runtime {
         dry_run: bool,
     ) -> Result<Runtime, AssemblyError> {
         let lasting = Lasting::for_config(&config)?;
+        log_warnings(&config);
         let service = Service::new(config, dry_run, &lasting)?;
         lasting.metrics.record_reload(true);
         Ok(Runtime {
@@ -135,6 +136,7 @@ impl Runtime {
                         config.listen
                     );
                 }
+                log_warnings(&config);
                 Service::new(config, self.dry_run, &self.lasting)
             });
         match result {
@@ -173,5 +175,12 @@ impl Runtime {
             ConfigSource::File(path) => Some(path),
             _ => None,
         }
+    }
+}
+
+/// The configuration's warnings, one log record each, where the service starts or reloads.
+fn log_warnings(config: &Config) {
+    for warning in config.warnings() {
+        warn!("{}: {warning}", config.source);
     }
 }

@@ -61,6 +61,18 @@ fn check_passes_but_warns_about_deadlines_that_lose_requests() {
         stderr.contains("warning: wecom.delivery_deadline (12s) is not under 10s"),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("is not under 10s").count(),
+        1,
+        "each warning once, not also as a log line: {stderr}"
+    );
+    let path = write_config(&dir, &format!("wecom: {{dedup_window: 0s}}\n{VALID}"));
+    let (code, _, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: storm.digest is on but wecom.dedup_window is 0s"),
+        "{stderr}"
+    );
     let (_, _, quiet) = run(&["check"]);
     assert!(!quiet.contains("warning"), "the bundled example is safe: {quiet}");
 }
