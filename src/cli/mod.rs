@@ -12,6 +12,7 @@ use log::{error, info};
 use crate::config::{Checked, Config, ConfigError, Files, SecretSource};
 use crate::http::Application;
 use crate::model::WebhookPayload;
+use crate::render::TemplateError;
 use crate::route::explain::{explain, parse_labels};
 use crate::route::Router;
 use crate::service::{AssemblyError, ConfigSource, Runtime, Service};
@@ -195,10 +196,18 @@ fn check(path: Option<&Path>, offline: bool, templates_dir: Option<PathBuf>) -> 
     }
     // Templates are loaded and rendered against samples; nothing connects anywhere (a Redis
     // store is only opened, WeCom only called, by a running service).
+    let dir_given = files.templates_dir.is_some();
     let service = match Service::standalone(config, true) {
         Ok(service) => service,
         Err(e) => {
-            eprintln!("{file}: {e}");
+            // In a pod the templates may be mounted elsewhere than beside this copy.
+            let hint = match e {
+                AssemblyError::Templates(TemplateError::Missing { .. }) if !dir_given => {
+                    " (are the templates elsewhere on this machine than templates.dir says? --templates-dir DIR)"
+                }
+                _ => "",
+            };
+            eprintln!("{file}: {e}{hint}");
             return ExitCode::FAILURE;
         }
     };

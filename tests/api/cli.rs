@@ -593,6 +593,10 @@ fn check_offline_still_checks_templates_routes_and_the_secret_files_that_exist()
     let (code, _, stderr) = run(&["check", "--offline", "--config", &path]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no template named \"oncall\""), "{stderr}");
+    assert!(
+        stderr.contains("--templates-dir DIR)"),
+        "the way out is named: {stderr}"
+    );
 
     // A secret file that exists is read and validated as usual.
     let token = dir.path().join("callback-token");
