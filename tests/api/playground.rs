@@ -29,6 +29,15 @@ fn playground_on(auth: bool) -> TestConfig {
     }
 }
 
+/// Renders `sample` through the route `default` with an edited template.
+async fn render_edited(app: &TestApp, sample: &str, msgtype: &str, source: &str) -> (u16, Value) {
+    render(
+        app,
+        json!({"sample": sample, "route": "default", "template": {"msgtype": msgtype, "source": source}}),
+    )
+    .await
+}
+
 async fn render(app: &TestApp, request: Value) -> (u16, Value) {
     let response = app
         .http
@@ -250,11 +259,7 @@ async fn a_pasted_payload_is_routed_as_it_is() {
 async fn an_edited_template_renders_with_the_msgtype_it_is_written_for() {
     let app = spawn(playground_on(true)).await;
     let source = "{{#each alerts}}{{labels.alertname}} <b>{{status}}</b>\n{{/each}}";
-    let (status, answer) = render(
-        &app,
-        json!({"sample": "bare", "route": "default", "template": {"msgtype": "text", "source": source}}),
-    )
-    .await;
+    let (status, answer) = render_edited(&app, "bare", "text", source).await;
     assert_eq!(status, 200, "{answer}");
     let preview = &answer["previews"][0];
     assert_eq!(preview["edited"], true);
@@ -264,11 +269,7 @@ async fn an_edited_template_renders_with_the_msgtype_it_is_written_for() {
     assert_eq!(preview["fields"][0]["limit"], 2048);
 
     // The same route as markdown: markdown's escaping applies.
-    let (status, answer) = render(
-        &app,
-        json!({"sample": "bare", "route": "default", "template": {"msgtype": "markdown", "source": source}}),
-    )
-    .await;
+    let (status, answer) = render_edited(&app, "bare", "markdown", source).await;
     assert_eq!(status, 200, "{answer}");
     let content = answer["previews"][0]["requests"][0]["markdown"]["content"]
         .as_str()
@@ -332,11 +333,7 @@ async fn template_errors_come_back_with_their_line_and_column() {
 async fn oversize_templates_and_payloads_are_refused_with_the_limit() {
     let app = spawn(playground_on(true)).await;
     let huge = "x".repeat(64 * 1024 + 1);
-    let (status, answer) = render(
-        &app,
-        json!({"sample": "bare", "route": "default", "template": {"msgtype": "text", "source": huge}}),
-    )
-    .await;
+    let (status, answer) = render_edited(&app, "bare", "text", &huge).await;
     assert_eq!(status, 413, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("at most 65536 bytes"),
@@ -404,11 +401,7 @@ async fn a_template_that_includes_itself_is_an_error_not_a_crash() {
         "{{> \"<edited template>\"}}",
         "{{#if 1}}{{> (lookup . \"x\")}}{{/if}}",
     ] {
-        let (status, answer) = render(
-            &app,
-            json!({"sample": "bare", "route": "default", "template": {"msgtype": "text", "source": source}}),
-        )
-        .await;
+        let (status, answer) = render_edited(&app, "bare", "text", source).await;
         assert_eq!(status, 422, "{answer}");
         assert!(
             answer["error"]
@@ -426,11 +419,7 @@ async fn deeply_nested_blocks_are_an_error_not_a_crash() {
     let depth = 64 * 1024 / 16 - 1;
     let source = format!("{}x{}", "{{#if 1}}".repeat(depth), "{{/if}}".repeat(depth));
     let source = &source[..source.len().min(64 * 1024)];
-    let (status, answer) = render(
-        &app,
-        json!({"sample": "bare", "route": "default", "template": {"msgtype": "text", "source": source}}),
-    )
-    .await;
+    let (status, answer) = render_edited(&app, "bare", "text", source).await;
     assert!(status == 200 || status == 422, "{answer}");
 }
 
@@ -443,11 +432,7 @@ async fn a_template_that_multiplies_its_output_is_fitted_not_run_away() {
     let app = spawn(playground_on(true)).await;
     let source = "{{#each alerts}}{{#each @root.alerts}}{{#each @root.alerts}}{{#each @root.alerts}}{{#each @root.alerts}}{{#each @root.alerts}}0123456789012345678901234567890123456789012345678901234567890123\n{{/each}}{{/each}}{{/each}}{{/each}}{{/each}}{{/each}}";
     for msgtype in ["text", "textcard"] {
-        let (status, answer) = render(
-            &app,
-            json!({"sample": "big-group", "route": "default", "template": {"msgtype": msgtype, "source": source}}),
-        )
-        .await;
+        let (status, answer) = render_edited(&app, "big-group", msgtype, source).await;
         assert_eq!(status, 200, "{msgtype}: {answer}");
         let preview = &answer["previews"][0];
         assert_eq!(preview["cut"], true, "{msgtype}: {answer}");
