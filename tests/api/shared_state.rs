@@ -288,7 +288,17 @@ async fn a_storm_across_replicas_is_digested_once_and_either_replica_answers_the
         .iter()
         .filter(|m| m.to_string().contains("STORM DIGEST"))
         .collect();
-    assert_eq!((messages.len(), digests.len()), (28, 1), "one digest, sent once");
+    // What each message was, should this fail: the group (`n`) or the digest.
+    let shown: Vec<String> = messages
+        .iter()
+        .map(|m| m.to_string().chars().take(160).collect())
+        .collect();
+    assert_eq!(
+        (messages.len(), digests.len()),
+        (28, 1),
+        "one digest, sent once; messages:\n{}",
+        shown.join("\n")
+    );
     assert!(
         digests[0].to_string().contains("33 notification(s)"),
         "{}",
