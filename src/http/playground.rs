@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use super::alerts::error_response;
 use super::auth::refusal;
 use crate::config::{MsgType, RouteConfig};
-use crate::model::{Alert, WebhookPayload};
+use crate::model::WebhookPayload;
 use crate::render::fit::{
     CUT_MARKER, TEXTCARD_BTNTXT_MAX_CHARS, TEXTCARD_DESCRIPTION_MAX_BYTES, TEXTCARD_TITLE_MAX_BYTES,
     TEXTCARD_URL_MAX_BYTES,
@@ -390,7 +390,7 @@ fn render_now(service: &Service, asked: &RenderRequest) -> Result<Value, Refused
         .collect();
     Ok(json!({
         "status": "ok",
-        "payload": payload_json(&payload),
+        "payload": payload,
         "previews": previews,
         "routed": reached,
         "unrouted": plan.unrouted.len(),
@@ -454,39 +454,6 @@ fn location(message: &str) -> Option<Value> {
         "line": found[2].parse::<usize>().ok()?,
         "column": found[3].parse::<usize>().ok()?,
     }))
-}
-
-/// A payload as Alertmanager sends it, for the page to show and edit (the parsed payload
-/// has every field Alertmanager sends that we use).
-fn payload_json(payload: &WebhookPayload) -> Value {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or("0001-01-01T00:00:00Z".to_string(), |t| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        })
-    };
-    let alert = |a: &Alert| {
-        json!({
-            "status": a.status.as_str(),
-            "labels": a.labels,
-            "annotations": a.annotations,
-            "startsAt": time(a.starts_at),
-            "endsAt": time(a.ends_at),
-            "generatorURL": a.generator_url,
-            "fingerprint": a.fingerprint,
-        })
-    };
-    json!({
-        "version": payload.version,
-        "groupKey": payload.group_key,
-        "truncatedAlerts": payload.truncated_alerts,
-        "status": payload.status.map(|s| s.as_str()),
-        "receiver": payload.receiver,
-        "groupLabels": payload.group_labels,
-        "commonLabels": payload.common_labels,
-        "commonAnnotations": payload.common_annotations,
-        "externalURL": payload.external_url,
-        "alerts": payload.alerts.iter().map(alert).collect::<Vec<_>>(),
-    })
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::labels::LabelSet;
 
 /// One webhook notification: a group of alerts. Unknown fields (newer Alertmanager
-/// versions add some) are ignored; only `alerts` is required.
-#[derive(Debug, Clone, Deserialize)]
+/// versions add some) are ignored; only `alerts` is required. It serialises back as
+/// Alertmanager writes it (the fields we read), e.g. for the playground to show and edit.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookPayload {
     #[serde(default)]
@@ -51,17 +52,17 @@ impl AlertStatus {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     pub status: AlertStatus,
     pub labels: LabelSet,
     #[serde(default)]
     pub annotations: LabelSet,
-    #[serde(default, deserialize_with = "optional_time")]
+    #[serde(default, deserialize_with = "optional_time", serialize_with = "go_time")]
     pub starts_at: Option<DateTime<Utc>>,
     /// `None` for firing alerts: Alertmanager sends the zero time `0001-01-01T00:00:00Z`.
-    #[serde(default, deserialize_with = "optional_time")]
+    #[serde(default, deserialize_with = "optional_time", serialize_with = "go_time")]
     pub ends_at: Option<DateTime<Utc>>,
     #[serde(default, rename = "generatorURL")]
     pub generator_url: String,
@@ -72,6 +73,14 @@ pub struct Alert {
 impl Alert {
     pub fn name(&self) -> &str {
         self.labels.get("alertname").unwrap_or("")
+    }
+}
+
+/// "Not set" written as Alertmanager writes it: Go's zero `time.Time`.
+fn go_time<S: serde::Serializer>(time: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        None => serializer.serialize_str("0001-01-01T00:00:00Z"),
     }
 }
 
@@ -166,6 +175,21 @@ mod tests {
         assert_eq!(alert.ends_at, None);
         assert_eq!(payload.external_url, "http://vm:19095");
         assert!(alert.generator_url.starts_with("http://prometheus.example.com"));
+    }
+
+    /// Written back as Alertmanager writes it: Go's zero time for "not set", and read
+    /// again into the same values.
+    #[test]
+    fn a_payload_serialises_as_alertmanager_writes_it_and_parses_back_the_same() {
+        for sample in [CRASHLOOP, RESOLVED] {
+            let payload = WebhookPayload::parse(sample.as_bytes()).unwrap();
+            let written = serde_json::to_string(&payload).unwrap();
+            let again = WebhookPayload::parse(written.as_bytes()).unwrap();
+            assert_eq!(format!("{again:?}"), format!("{payload:?}"));
+        }
+        let firing = serde_json::to_value(WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap()).unwrap();
+        assert_eq!(firing["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(firing["externalURL"], "http://vm:19095");
     }
 
     #[test]

@@ -4,11 +4,10 @@
 //! 4 KiB; the series and fitting re-render parts of a group, never more than the group).
 
 use std::io::{self, Write};
-use std::path::Path;
 
 use handlebars::{Context, Handlebars};
 
-use super::errors;
+use super::errors::{self, Sources};
 
 /// The most bytes one render may write before it is stopped.
 pub const MAX_RENDER_BYTES: usize = 16 << 20;
@@ -41,7 +40,7 @@ pub fn render(
     registry: &Handlebars<'_>,
     name: &str,
     context: &Context,
-    dir: Option<&Path>,
+    sources: Sources<'_>,
     limit: usize,
 ) -> Result<String, String> {
     let mut out = Capped {
@@ -56,7 +55,7 @@ pub fn render(
             limit >> 20
         ));
     }
-    result.map_err(|e| errors::render(&e, dir))?;
+    result.map_err(|e| errors::render(&e, sources))?;
     // Handlebars writes `str` segments only, so the bytes are UTF-8.
     String::from_utf8(out.bytes).map_err(|_| format!("template {name}: its output is not UTF-8"))
 }
@@ -78,7 +77,7 @@ mod tests {
         let registry = registry("{{#each xs}}<{{this}}>{{/each}}");
         let context = Context::wraps(json!({"xs": [1, 2, 3]})).unwrap();
         assert_eq!(
-            render(&registry, "t", &context, None, 1 << 20).unwrap(),
+            render(&registry, "t", &context, Sources::default(), 1 << 20).unwrap(),
             "<1><2><3>"
         );
     }
@@ -92,7 +91,7 @@ mod tests {
         );
         let xs: Vec<u32> = (0..200).collect();
         let context = Context::wraps(json!({ "xs": xs })).unwrap();
-        let error = render(&registry, "t", &context, None, 1 << 20).unwrap_err();
+        let error = render(&registry, "t", &context, Sources::default(), 1 << 20).unwrap_err();
         assert!(error.contains("passed 1 MiB before it finished"), "{error}");
     }
 
@@ -100,7 +99,7 @@ mod tests {
     fn template_errors_are_still_told_in_our_words() {
         let registry = registry("{{nope}}");
         let context = Context::wraps(json!({})).unwrap();
-        let error = render(&registry, "t", &context, None, 1 << 20).unwrap_err();
+        let error = render(&registry, "t", &context, Sources::default(), 1 << 20).unwrap_err();
         assert!(error.contains("nope"), "{error}");
         assert!(!error.contains("Some("), "{error}");
     }

@@ -81,12 +81,12 @@ impl Renderer {
             data["alertnames"] = serde_json::json!(&summary.alertnames[..shown.min(total)]);
             data["omittedAlertnames"] = Value::from(total - shown.min(total));
             let context = handlebars::Context::wraps(&data)
-                .map_err(|e| error(super::errors::render(&e, self.dir.as_deref())))?;
+                .map_err(|e| error(super::errors::render(&e, self.sources())))?;
             super::bounded::render(
                 registry,
                 template,
                 &context,
-                self.dir.as_deref(),
+                self.sources(),
                 super::bounded::MAX_RENDER_BYTES,
             )
             .map(|text| text.trim().to_string())

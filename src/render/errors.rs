@@ -7,12 +7,25 @@ use std::path::Path;
 
 use handlebars::{RenderErrorReason, TemplateErrorReason};
 
-use super::BuiltinTemplates;
+use super::{BuiltinTemplates, EDITED_FILE};
 
-/// Where a template named `name` comes from, and its text: a file of `dir`, else a
-/// built-in template.
-fn locate(name: &str, dir: Option<&Path>) -> (String, Option<String>) {
-    if let Some(dir) = dir {
+/// Where the templates errors point into are: the files of `templates.dir`, the built-in
+/// templates, and a preview's edited template (`(name, source)`: it is no file).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sources<'a> {
+    pub dir: Option<&'a Path>,
+    pub edited: Option<(&'a str, &'a str)>,
+}
+
+/// Where a template named `name` comes from, and its text: the edited template, a file of
+/// `dir`, else a built-in template.
+fn locate(name: &str, sources: Sources<'_>) -> (String, Option<String>) {
+    if let Some((edited, text)) = sources.edited {
+        if name == edited {
+            return (EDITED_FILE.to_string(), Some(text.to_string()));
+        }
+    }
+    if let Some(dir) = sources.dir {
         let path = dir.join(format!("{name}.hbs"));
         if let Ok(text) = std::fs::read_to_string(&path) {
             return (path.display().to_string(), Some(text));
@@ -21,6 +34,21 @@ fn locate(name: &str, dir: Option<&Path>) -> (String, Option<String>) {
     let text = BuiltinTemplates::get(&format!("{name}.hbs"))
         .map(|file| String::from_utf8_lossy(&file.data).into_owned());
     (format!("built-in template {name}"), text)
+}
+
+/// The text of template `name`: its file in `dir`, else the built-in one.
+pub fn source(name: &str, dir: Option<&Path>) -> Option<String> {
+    locate(name, Sources { dir, edited: None }).1
+}
+
+/// `reason`, located at `position` of template `name`, with the line quoted.
+pub fn located(name: &str, sources: Sources<'_>, position: (usize, usize), reason: &str) -> String {
+    let (file, text) = locate(name, sources);
+    let mut message = format!("{}: {reason}", at(&file, Some(position)));
+    if let Some(shown) = text.and_then(|text| excerpt(&text, position.0, position.1)) {
+        message.push_str(&shown);
+    }
+    message
 }
 
 /// The line `line` (1-based) of `text` with a caret under column `column` (1-based).
@@ -44,9 +72,9 @@ fn at(file: &str, position: Option<(usize, usize)>) -> String {
 }
 
 /// A template that does not parse.
-pub fn syntax(error: &handlebars::TemplateError, dir: Option<&Path>) -> String {
+pub fn syntax(error: &handlebars::TemplateError, sources: Sources<'_>) -> String {
     let name = error.name().map_or("(unnamed)", String::as_str);
-    let (file, text) = locate(name, dir);
+    let (file, text) = locate(name, sources);
     let position = error.pos();
     let at_end = match (&text, position) {
         (Some(text), Some((line, _))) => line > text.lines().count(),
@@ -95,9 +123,9 @@ pub fn syntax(error: &handlebars::TemplateError, dir: Option<&Path>) -> String {
 }
 
 /// A template that failed while rendering (strict mode, a helper's error).
-pub fn render(error: &handlebars::RenderError, dir: Option<&Path>) -> String {
+pub fn render(error: &handlebars::RenderError, sources: Sources<'_>) -> String {
     let name = error.template_name.as_deref().unwrap_or("(unnamed)");
-    let (file, text) = locate(name, dir);
+    let (file, text) = locate(name, sources);
     let position = error.line_no.zip(error.column_no);
     let reason = match error.reason() {
         RenderErrorReason::MissingVariable(Some(path)) => format!(
@@ -137,7 +165,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mine.hbs"), text).unwrap();
         let error = handlebars::Template::compile_with_name(text, "mine".into()).unwrap_err();
-        syntax(&error, Some(dir.path())).replace(&dir.path().display().to_string(), "DIR")
+        let sources = Sources {
+            dir: Some(dir.path()),
+            edited: None,
+        };
+        syntax(&error, sources).replace(&dir.path().display().to_string(), "DIR")
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub use digest::{AlertnameCount, DigestSummary, SeverityCount};
 pub use fit::ContentLimits;
 pub use message::MessageContent;
 
+/// The name a preview's edited template is compiled under: no built-in template or file
+/// of `templates.dir` has it, so its errors cannot quote some other file's lines.
+pub const EDITED_TEMPLATE: &str = "<edited template>";
+/// Where errors locate an edited template (instead of "built-in template <edited template>").
+pub const EDITED_FILE: &str = "edited template";
+
 #[derive(RustEmbed)]
 #[folder = "templates/"]
 #[include = "*.hbs"]
@@ -74,6 +80,9 @@ pub struct RenderedMessage {
 pub struct Renderer {
     /// `templates.dir`, where the files errors point to are.
     dir: Option<std::path::PathBuf>,
+    /// A preview's edited template (`with_template`): its name and source, for its errors
+    /// to quote.
+    edited: Option<(String, String)>,
     text: Handlebars<'static>,
     markdown: Handlebars<'static>,
     textcard: Handlebars<'static>,
@@ -87,6 +96,7 @@ impl Renderer {
         let templates = load_templates(settings)?;
         Ok(Renderer {
             dir: settings.dir.clone(),
+            edited: None,
             text: registry(settings, &templates, escape::text),
             markdown: registry(settings, &templates, escape::markdown),
             textcard: registry(settings, &templates, escape::textcard),
@@ -174,17 +184,25 @@ impl Renderer {
         name: &str,
         source: &str,
     ) -> Result<Renderer, TemplateError> {
+        let sources = errors::Sources {
+            dir: self.dir.as_deref(),
+            edited: Some((name, source)),
+        };
         let template = Template::compile_with_name(source, name.to_string())
-            .map_err(|e| TemplateError::Syntax(errors::syntax(&e, None)))?;
-        if let Some(((line, column), what)) = no_recursion(&template, name) {
-            return Err(TemplateError::Syntax(format!(
-                "built-in template {name}:{line}:{column}: {what} (the playground takes partials of templates.dir by name only: one defined here could include itself without end)"
+            .map_err(|e| TemplateError::Syntax(errors::syntax(&e, sources)))?;
+        if let Some((position, what)) = no_recursion(&template, name) {
+            return Err(TemplateError::Syntax(errors::located(
+                name,
+                sources,
+                position,
+                &format!("{what} (the playground takes partials of templates.dir by name only: one defined here could include itself without end)"),
             )));
         }
         let mut registry = self.registry(msgtype).clone();
         registry.register_template(name, template);
         let mut renderer = Renderer {
             dir: self.dir.clone(),
+            edited: Some((name.to_string(), source.to_string())),
             text: Handlebars::new(),
             markdown: Handlebars::new(),
             textcard: Handlebars::new(),
@@ -202,13 +220,18 @@ impl Renderer {
     /// The text of template `name`: its file in `templates.dir` (as it is now, which a
     /// change soon reloads), else the built-in one; what the playground's editor starts from.
     pub fn template_source(&self, name: &str) -> Option<String> {
-        if let Some(dir) = &self.dir {
-            if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.hbs"))) {
-                return Some(text);
-            }
+        errors::source(name, self.dir.as_deref())
+    }
+
+    /// Where this renderer's errors find the templates they quote.
+    fn sources(&self) -> errors::Sources<'_> {
+        errors::Sources {
+            dir: self.dir.as_deref(),
+            edited: self
+                .edited
+                .as_ref()
+                .map(|(name, source)| (name.as_str(), source.as_str())),
         }
-        BuiltinTemplates::get(&format!("{name}.hbs"))
-            .map(|file| String::from_utf8_lossy(&file.data).into_owned())
     }
 }
 
@@ -281,7 +304,7 @@ impl Renderer {
                     registry,
                     &route.template,
                     context,
-                    self.dir.as_deref(),
+                    self.sources(),
                     bounded::MAX_RENDER_BYTES,
                 )
                 .map_err(error)
@@ -389,7 +412,7 @@ fn load_templates(settings: &TemplateSettings) -> Result<HashMap<String, Templat
     let mut loader = Handlebars::new();
     loader
         .register_embed_templates_with_extension::<BuiltinTemplates>(".hbs")
-        .map_err(|e| TemplateError::Syntax(errors::syntax(&e, None)))?;
+        .map_err(|e| TemplateError::Syntax(errors::syntax(&e, errors::Sources::default())))?;
     if let Some(dir) = &settings.dir {
         let options = DirectorySourceOptionsBuilder::default()
             .tpl_extension(".hbs")
@@ -397,7 +420,13 @@ fn load_templates(settings: &TemplateSettings) -> Result<HashMap<String, Templat
             .expect("all options have defaults");
         loader.register_templates_directory(dir, options).map_err(|e| {
             if e.name().is_some() || e.pos().is_some() {
-                TemplateError::Syntax(errors::syntax(&e, Some(dir)))
+                TemplateError::Syntax(errors::syntax(
+                    &e,
+                    errors::Sources {
+                        dir: Some(dir),
+                        edited: None,
+                    },
+                ))
             } else {
                 TemplateError::Directory {
                     dir: dir.display().to_string(),

@@ -810,3 +810,43 @@ fn links_without_an_http_url_are_left_out() {
         );
     }
 }
+
+/// An edited template (the playground's) is no file: its errors, in compiling and in
+/// rendering, are located in it with its line quoted, like a file's.
+#[test]
+fn an_edited_templates_errors_are_located_in_it_with_its_line_quoted() {
+    let (config, renderer) = setup("text");
+    let Err(TemplateError::Syntax(message)) =
+        renderer.with_template(MsgType::Text, EDITED_TEMPLATE, "first\nab {{ x")
+    else {
+        panic!("a syntax error");
+    };
+    assert!(message.starts_with("edited template:2:"), "{message}");
+    assert!(message.contains("\n 2 | ab {{ x\n"), "{message}");
+
+    let edited = renderer
+        .with_template(
+            MsgType::Text,
+            EDITED_TEMPLATE,
+            "first\n{{#each alerts}}{{nope}}{{/each}}",
+        )
+        .unwrap();
+    let mut route = config.routes[0].clone();
+    route.msgtype = MsgType::Text;
+    route.template = EDITED_TEMPLATE.to_string();
+    let payload = WebhookPayload::parse(CRASHLOOP.as_bytes()).unwrap();
+    let alerts: Vec<&Alert> = payload.alerts.iter().collect();
+    let error = edited.render(&route, &payload, &alerts, &[], &APP).unwrap_err();
+    assert!(
+        error.message.starts_with("edited template:2:"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .message
+            .contains("\n 2 | {{#each alerts}}{{nope}}{{/each}}\n"),
+        "{}",
+        error.message
+    );
+}

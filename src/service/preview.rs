@@ -13,11 +13,7 @@ use crate::model::WebhookPayload;
 use crate::render::samples::{self, Sample};
 use crate::render::{RenderedMessage, Renderer};
 
-/// The name an edited template is compiled under: no built-in template or file of
-/// `templates.dir` has it, so its errors cannot quote some other file's lines.
-pub const EDITED_TEMPLATE: &str = "<edited template>";
-/// Where errors locate an edited template (instead of "built-in template <edited template>").
-pub const EDITED_FILE: &str = "edited template";
+pub use crate::render::{EDITED_FILE, EDITED_TEMPLATE};
 
 /// A template to render a route's notifications with instead of its own, as the
 /// playground's editor holds it.
@@ -101,17 +97,11 @@ impl Service {
         let renderer = self
             .renderer
             .with_template(edited.msgtype, EDITED_TEMPLATE, edited.source)
-            .map_err(|e| PreviewError::Template(locate_edited(&e.to_string(), edited.source)))?;
+            .map_err(|e| PreviewError::Template(e.to_string()))?;
         let mut config = original.clone();
         config.msgtype = edited.msgtype;
         config.template = EDITED_TEMPLATE.to_string();
-        let mut previews = self.preview_routed(payload, route, Some((&renderer, &config)));
-        for preview in &mut previews {
-            if let Some(error) = &mut preview.error {
-                *error = locate_edited(error, edited.source);
-            }
-        }
-        Ok(previews)
+        Ok(self.preview_routed(payload, route, Some((&renderer, &config))))
     }
 
     /// The route named `name` of the configuration.
@@ -205,55 +195,5 @@ impl Service {
             }
         }
         previews
-    }
-}
-
-/// An error of the edited template, located in [`EDITED_FILE`] with its line quoted (the
-/// renderer cannot quote it: the template is no file). Errors elsewhere (a partial it
-/// includes) are left as they are.
-fn locate_edited(message: &str, source: &str) -> String {
-    let builtin = format!("built-in template {EDITED_TEMPLATE}");
-    let Some(start) = message.find(&builtin) else {
-        return message.to_string();
-    };
-    let message = message.replacen(&builtin, EDITED_FILE, 1);
-    let rest = &message[start + EDITED_FILE.len()..];
-    let mut numbers = rest
-        .strip_prefix(':')
-        .unwrap_or("")
-        .splitn(3, ':')
-        .map(|n| n.parse::<usize>().ok());
-    let (Some(Some(line)), Some(Some(column))) = (numbers.next(), numbers.next()) else {
-        return message;
-    };
-    let Some(shown) = source.lines().nth(line.saturating_sub(1)) else {
-        return message;
-    };
-    let number = line.to_string();
-    let indent: String = shown
-        .chars()
-        .take(column.saturating_sub(1))
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
-    format!(
-        "{message}\n {number} | {shown}\n {pad} | {indent}^",
-        pad = " ".repeat(number.len())
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_edited_templates_error_is_located_in_it_with_its_line_quoted() {
-        let message = "route \"db\", template \"<edited template>\": built-in template <edited template>:2:4: not valid handlebars here";
-        let located = locate_edited(message, "first\nab {{ x\nthird");
-        assert_eq!(
-            located,
-            "route \"db\", template \"<edited template>\": edited template:2:4: not valid handlebars here\n 2 | ab {{ x\n   |    ^"
-        );
-        let elsewhere = "dir/partials/x.hbs:1:1: boom";
-        assert_eq!(locate_edited(elsewhere, "a"), elsewhere);
     }
 }
