@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use log::{error, info};
 
-use crate::config::{Checked, Config, ConfigError, Files, SecretSource};
+use crate::config::{Checked, Config, ConfigError, SecretSource};
 use crate::http::Application;
 use crate::model::WebhookPayload;
 use crate::render::TemplateError;
@@ -144,14 +144,6 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Config, String> {
 /// cluster whose Secret is mounted there, not here.
 const OFFLINE_HINT: &str = "(validating a config for another machine? alertmanager-wecom check --offline)";
 
-/// Validates `path` (or the bundled example) with `files`.
-fn validate(path: Option<&Path>, files: &Files) -> Result<Checked, ConfigError> {
-    match path {
-        Some(path) => Config::check_file(path, files),
-        None => Config::check_bundled(files),
-    }
-}
-
 /// One line per configuration problem, as `check` prints them.
 fn problem_lines(error: &ConfigError, hint: bool) -> Vec<String> {
     match error {
@@ -172,16 +164,13 @@ fn problem_lines(error: &ConfigError, hint: bool) -> Vec<String> {
 
 fn check(path: Option<&Path>, offline: bool, templates_dir: Option<PathBuf>) -> ExitCode {
     let file = path.map_or("<bundled example>".into(), |p| p.display().to_string());
-    let files = Files {
-        base_dir: PathBuf::new(),
-        secrets: if offline {
-            SecretSource::Offline
-        } else {
-            SecretSource::Online
-        },
-        templates_dir,
+    let secrets = if offline {
+        SecretSource::Offline
+    } else {
+        SecretSource::Online
     };
-    let Checked { config, skipped } = match validate(path, &files) {
+    let dir_given = templates_dir.is_some();
+    let Checked { config, skipped } = match Config::check(path, secrets, templates_dir) {
         Ok(checked) => checked,
         Err(error) => {
             for line in problem_lines(&error, !offline) {
@@ -196,7 +185,6 @@ fn check(path: Option<&Path>, offline: bool, templates_dir: Option<PathBuf>) -> 
     }
     // Templates are loaded and rendered against samples; nothing connects anywhere (a Redis
     // store is only opened, WeCom only called, by a running service).
-    let dir_given = files.templates_dir.is_some();
     let service = match Service::standalone(config, true) {
         Ok(service) => service,
         Err(e) => {
@@ -233,11 +221,7 @@ fn render(
     route: Option<&str>,
     templates_dir: Option<PathBuf>,
 ) -> ExitCode {
-    let files = Files {
-        templates_dir,
-        ..Files::online(Path::new(""))
-    };
-    let loaded = validate(path, &files)
+    let loaded = Config::check(path, SecretSource::Online, templates_dir)
         .map(|checked| checked.config)
         .map_err(|e| e.to_string());
     let result = loaded.and_then(|config| {

@@ -297,36 +297,44 @@ impl Config {
     /// Reads and validates a configuration file. Relative paths inside it (template
     /// directory, secret files) are resolved against the file's directory.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::check_file(path, &Files::online(&base_dir)).map(|checked| checked.config)
+        Config::check(Some(path), SecretSource::Online, None).map(|checked| checked.config)
     }
 
-    /// Validates the file at `path` with `files` (whose `base_dir` is ignored: the file's
-    /// own directory is used).
-    pub fn check_file(path: &Path, files: &Files) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let files = Files {
-            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            ..files.clone()
+    /// Validates the file at `path`, or the bundled example without one, reading its
+    /// secrets as `secrets` says and its templates from `templates_dir` if given (else
+    /// where `templates.dir` says). Relative paths resolve against the file's directory
+    /// (the working directory for the bundled example).
+    pub fn check(
+        path: Option<&Path>,
+        secrets: SecretSource,
+        templates_dir: Option<PathBuf>,
+    ) -> Result<Checked, ConfigError> {
+        let (text, source, base_dir) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+                path.display().to_string(),
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
+            None => (
+                BUNDLED_EXAMPLE.to_string(),
+                BUNDLED_NAME.to_string(),
+                PathBuf::new(),
+            ),
         };
-        Config::check_yaml(&text, &path.display().to_string(), &files)
+        let files = Files {
+            base_dir,
+            secrets,
+            templates_dir,
+        };
+        Config::check_yaml(&text, &source, &files)
     }
 
     /// The bundled example configuration (relative paths resolve against the working directory).
     pub fn bundled_example() -> Result<Config, ConfigError> {
         Config::from_yaml(BUNDLED_EXAMPLE, BUNDLED_NAME, Path::new(""))
-    }
-
-    /// The bundled example, checked with `files` (its `base_dir` is ignored).
-    pub fn check_bundled(files: &Files) -> Result<Checked, ConfigError> {
-        let files = Files {
-            base_dir: PathBuf::new(),
-            ..files.clone()
-        };
-        Config::check_yaml(BUNDLED_EXAMPLE, BUNDLED_NAME, &files)
     }
 
     /// Validates configuration text the way the service does (secrets read on this

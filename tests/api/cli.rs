@@ -744,3 +744,21 @@ fn the_documented_configs_pass_the_offline_check() {
         assert!(stdout.contains("not checked (offline)"), "{stdout}");
     }
 }
+
+/// A `--templates-dir` that is not there is named as the flag, not as templates.dir.
+#[test]
+fn a_templates_dir_flag_naming_no_directory_is_refused_with_its_name() {
+    let (code, _, stderr) = run(&[
+        "check",
+        "--offline",
+        "--config",
+        "deploy/kubernetes/config.yml",
+        "--templates-dir",
+        "no/such/dir",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("deploy/kubernetes/config.yml: --templates-dir: no/such/dir is not a directory"),
+        "{stderr}"
+    );
+}
